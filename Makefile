@@ -1,0 +1,32 @@
+# The two commands of the README: `make book` and `make test`. Both set up .venv/ first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= default
+
+.PHONY: setup book test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+book: setup
+	$(BIN)/rcnnlib book --profile $(PROFILE)
+
+test: setup
+	$(BIN)/ruff check rcnnlib tests data book
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+lint: setup
+	$(BIN)/ruff check rcnnlib tests data book
+	$(BIN)/ruff format --check rcnnlib tests data
+
+bench: setup
+	$(BIN)/python -m rcnnlib.bench
+
+clean:
+	rm -rf build $(VENV)

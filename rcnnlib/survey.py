@@ -1,0 +1,182 @@
+"""Survey conditions: a camera and the observing conditions of every field at every epoch.
+
+A :class:`Survey` is what drives the simulator: light curves are sampled at its
+epochs and images are rendered with its seeing, sky, zero point and camera.
+Presets are committed tables under ``data/surveys/`` (``hits2015`` is derived
+from the real HiTS ``Blind15A_info`` records by ``data/surveys/make_hits2015.py``),
+so the package works without the real data. A user survey is a YAML file with a
+``camera`` block and an ``epochs`` CSV (see :meth:`Survey.from_yaml`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from rcnnlib.dataset import CONDITION_NAMES
+from rcnnlib.errors import InputError
+from rcnnlib.paths import data_dir
+
+EPOCH_COLUMNS: tuple[str, ...] = ("field", "mjd", *CONDITION_NAMES)
+"""Columns every epochs table must have (extra columns are kept)."""
+
+PRESETS: tuple[str, ...] = ("hits2015", "ztf", "lsst")
+
+
+@dataclass(frozen=True)
+class CCD:
+    """Camera figures of one detector."""
+
+    name: str
+    gain: float  # e-/ADU
+    read_noise: float  # e-
+    saturation: float  # ADU
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Detector figures: a typical CCD plus, where known, per-CCD values."""
+
+    name: str
+    pixel_scale: float  # arcsec / pixel
+    gain: float  # e-/ADU
+    read_noise: float  # e-
+    saturation: float  # ADU
+    ccds: tuple[CCD, ...] = ()
+
+    @classmethod
+    def from_dict(cls, block: dict[str, Any], source: str | Path | None = None) -> Camera:
+        required = ("name", "pixel_scale", "gain", "read_noise", "saturation")
+        missing = [k for k in required if k not in block]
+        if missing:
+            raise InputError(f"camera block lacks {', '.join(missing)}", source)
+        ccds = tuple(CCD(name=str(k), **v) for k, v in (block.get("ccds") or {}).items())
+        values = {k: float(block[k]) for k in required[1:]}
+        if min(values.values()) <= 0:
+            raise InputError("camera pixel_scale, gain, read_noise and saturation must be positive", source)
+        return cls(name=str(block["name"]), ccds=ccds, **values)
+
+    def detector_table(self) -> pd.DataFrame:
+        """Per-CCD gain, read noise and saturation (the typical CCD when none are listed)."""
+        ccds = self.ccds or (CCD("typical", self.gain, self.read_noise, self.saturation),)
+        return pd.DataFrame([c.__dict__ for c in ccds])
+
+
+@dataclass
+class Survey:
+    """A camera plus one row per (field, epoch) of observing conditions.
+
+    ``epochs`` has the columns of :data:`EPOCH_COLUMNS`; ``max_seeing`` (arcsec)
+    is the quality cut: epochs with worse seeing are not used, as in the paper.
+    """
+
+    name: str
+    band: str
+    camera: Camera
+    epochs: pd.DataFrame
+    max_seeing: float = 2.0
+    description: str = ""
+    references: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in EPOCH_COLUMNS if c not in self.epochs.columns]
+        if missing:
+            raise InputError(f"survey {self.name!r}: epochs table lacks columns {', '.join(missing)}")
+        self.epochs = self.epochs.sort_values(["field", "mjd"], kind="stable").reset_index(drop=True)
+        self.epochs["field"] = self.epochs["field"].astype(str)
+        numeric = self.epochs[list(EPOCH_COLUMNS[1:])]
+        if not np.isfinite(numeric.to_numpy(dtype=float)).all():
+            raise InputError(f"survey {self.name!r}: epochs table has missing or non-finite values")
+
+    # ----------------------------------------------------------------- views
+    @property
+    def fields(self) -> list[str]:
+        return sorted(self.epochs["field"].unique())
+
+    def usable_epochs(self, field_name: str | None = None) -> pd.DataFrame:
+        """Epochs passing the seeing cut, optionally of one field, in time order."""
+        table = self.epochs[self.epochs["seeing"] < self.max_seeing]
+        if field_name is not None:
+            table = table[table["field"] == str(field_name)]
+            if table.empty:
+                raise InputError(f"survey {self.name!r} has no usable epochs in field {field_name!r}")
+        return table.reset_index(drop=True)
+
+    def field_conditions(self, field_name: str) -> tuple[np.ndarray, np.ndarray]:
+        """MJDs (T,) and conditions (T, len(CONDITION_NAMES)) of one field's usable epochs."""
+        table = self.usable_epochs(field_name)
+        return table["mjd"].to_numpy(float), table[list(CONDITION_NAMES)].to_numpy(np.float32)
+
+    def summary(self) -> pd.DataFrame:
+        """Per-field epoch counts and median conditions, for tables and plots."""
+        usable = self.usable_epochs()
+        grouped = usable.groupby("field")
+        out = grouped[list(CONDITION_NAMES)].median()
+        out.insert(0, "n_epochs", grouped.size())
+        out.insert(1, "n_nights", grouped["mjd"].apply(lambda m: np.unique(np.floor(m - 0.5)).size))
+        out.insert(2, "span_days", grouped["mjd"].apply(lambda m: float(m.max() - m.min())))
+        return out
+
+    # --------------------------------------------------------------- loading
+    @classmethod
+    def preset(cls, name: str) -> Survey:
+        """One of :data:`PRESETS`, read from the committed tables."""
+        if name not in PRESETS:
+            raise InputError(f"unknown survey {name!r}; presets are {', '.join(PRESETS)} (or a YAML file)")
+        return cls.from_yaml(data_dir() / "surveys" / f"{name}.yaml")
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Survey:
+        """A preset name or the path of a survey YAML file."""
+        if str(name_or_path) in PRESETS:
+            return cls.preset(str(name_or_path))
+        return cls.from_yaml(name_or_path)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Survey:
+        """Read a survey definition.
+
+        The YAML holds ``name``, ``band``, ``camera`` (``name``, ``pixel_scale``,
+        ``gain``, ``read_noise``, ``saturation``, optional ``ccds``), optional
+        ``max_seeing``, and ``epochs``: a CSV path relative to the YAML file, or
+        an inline list of rows with the columns of :data:`EPOCH_COLUMNS`.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("no such survey file", path)
+        try:
+            spec = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise InputError(f"not valid YAML: {exc}".splitlines()[0], path) from None
+        if not isinstance(spec, dict) or "camera" not in spec or "epochs" not in spec:
+            raise InputError("a survey file needs 'camera' and 'epochs' entries", path)
+        epochs_spec = spec["epochs"]
+        if isinstance(epochs_spec, str):
+            csv = path.parent / epochs_spec
+            if not csv.is_file():
+                raise InputError(f"epochs table {csv} not found", path)
+            try:
+                epochs = pd.read_csv(csv, comment="#", dtype={"field": str})
+            except (ValueError, pd.errors.ParserError) as exc:
+                raise InputError(f"unreadable CSV: {exc}", csv) from None
+        else:
+            epochs = pd.DataFrame(epochs_spec)
+        try:
+            return cls(
+                name=str(spec.get("name", path.stem)),
+                band=str(spec.get("band", "g")),
+                camera=Camera.from_dict(spec["camera"], path),
+                epochs=epochs,
+                max_seeing=float(spec.get("max_seeing", 2.0)),
+                description=str(spec.get("description", "")),
+                references=list(spec.get("references", [])),
+            )
+        except InputError as exc:
+            if exc.path is None:
+                raise InputError(exc.problem, path) from None
+            raise
