@@ -190,12 +190,17 @@ class SequenceDataset:
         return digest.hexdigest()
 
     # ------------------------------------------------------------------- disk
-    def save(self, path: str | Path, compression: str = "gzip") -> Path:
-        """Write to an HDF5 file atomically and record the fingerprint in the metadata."""
+    def save(self, path: str | Path, compression: str | None = "gzip", stamp_dtype: str = "float32") -> Path:
+        """Write to an HDF5 file atomically and record the fingerprint in the metadata.
+
+        ``stamp_dtype="float16"`` halves the file size for stamps whose values are
+        exactly representable in float16 (the simulator rounds to it); it is refused
+        when it would lose information, so loading always gives back the same arrays.
+        """
         path = Path(path)
         self.metadata["fingerprint"] = self.fingerprint()
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            write_hdf5_group(f, self, compression=compression)
+            write_hdf5_group(f, self, compression=compression, stamp_dtype=stamp_dtype)
         return path
 
     @classmethod
@@ -208,10 +213,14 @@ class SequenceDataset:
             with h5py.File(path, "r") as f:
                 return read_hdf5_group(f, path, verify=verify)
         except OSError as exc:
-            raise InputError(f"not a readable HDF5 dataset (truncated or foreign file?): {exc}", path) from None
+            raise InputError(
+                f"not a readable HDF5 dataset (truncated or foreign file?): {exc}", path
+            ) from None
 
 
-def write_hdf5_group(group: h5py.Group, ds: SequenceDataset, compression: str = "gzip") -> None:
+def write_hdf5_group(
+    group: h5py.Group, ds: SequenceDataset, compression: str | None = "gzip", stamp_dtype: str = "float32"
+) -> None:
     """Store a dataset's arrays in an HDF5 group, chunked by batches of sequences."""
     group.attrs["format"] = FORMAT_NAME
     group.attrs["format_version"] = FORMAT_VERSION
@@ -224,7 +233,12 @@ def write_hdf5_group(group: h5py.Group, ds: SequenceDataset, compression: str = 
         if name == "ids":
             group.create_dataset(name, data=a.astype(object), dtype=h5py.string_dtype())
             continue
-        chunks = (min(n, 256),) + a.shape[1:] if len(ds) else None
+        if name == "stamps" and stamp_dtype != "float32":
+            stored = a.astype(stamp_dtype)
+            if not np.array_equal(stored.astype(np.float32), a):
+                raise ValueError(f"stamps are not exactly representable as {stamp_dtype}")
+            a = stored
+        chunks = (min(n, 256), *a.shape[1:]) if len(ds) else None
         opts = {"compression": compression, "shuffle": True} if len(ds) and compression else {}
         group.create_dataset(name, data=a, chunks=chunks, **opts)
 

@@ -35,7 +35,9 @@ def read_conditions(root: Path, band: str = "g") -> pd.DataFrame:
         _, field, epoch, _ = path.stem.split("_")
         row = {"field": field, "epoch": epoch}
         names = record.dtype.names
-        row.update({ours: float(record[theirs]) if theirs in names else np.nan for theirs, ours in COLUMNS.items()})
+        row.update(
+            {ours: float(record[theirs]) if theirs in names else np.nan for theirs, ours in COLUMNS.items()}
+        )
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(["field", "mjd"]).reset_index(drop=True)
     # 3 records use an older layout without ZP_PS / LIMIT_MAG_EA3: fill the zero point with

@@ -1,0 +1,42 @@
+"""Set-up files agree with each other."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from rcnnlib.paths import REPO_ROOT
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_names_the_same_packages_as_pyproject():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {r: _name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = [r for r in pip_block if not r.startswith("-")]
+    assert sorted(map(_name, listed)) == sorted(wanted.values())
+    assert sorted(listed) == sorted(wanted), (
+        "version ranges differ between environment.yml and pyproject.toml"
+    )
+
+
+def test_constraints_pin_every_dependency():
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[_name(name)] = version
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
+        assert _name(requirement) in pins, f"{requirement} is not pinned in constraints.txt"
+
+
+def test_jupyter_book_is_v1():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("jupyter-book") and "<2" in r for r in project["dependencies"])

@@ -1,0 +1,159 @@
+"""The simulator orchestrator: shards, determinism across workers, atomic output, bad parameters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rcnnlib.classes import CLASS_NAMES
+from rcnnlib.errors import InputError
+from rcnnlib.shards import ShardedDataset
+from rcnnlib.simulate import plan_shards, simulate_shard, simulate_to_disk
+from rcnnlib.survey import Survey
+
+FIELDS = ["01", "02"]
+
+
+@pytest.fixture(scope="module")
+def hits2015():
+    return Survey.preset("hits2015")
+
+
+def test_plan_covers_every_class_and_field(hits2015):
+    tasks = plan_shards(hits2015, 7, fields=FIELDS, shard_size=3)
+    assert [t.index for t in tasks] == list(range(len(tasks)))
+    assert len(tasks) == len(FIELDS) * len(CLASS_NAMES) * 3  # 7 = 3 + 3 + 1
+    per = {(t.field, t.class_name): 0 for t in tasks}
+    for t in tasks:
+        per[t.field, t.class_name] += t.n
+    assert set(per.values()) == {7}
+
+
+def test_shard_content(hits2015):
+    tasks = plan_shards(hits2015, 6, fields=["01"])
+    by_class = {t.class_name: simulate_shard(hits2015, t, seed=3) for t in tasks}
+    mjd, _ = hits2015.field_conditions("01")
+    for name, ds in by_class.items():
+        assert ds.stamps.shape == (6, mjd.size, 21, 21)
+        assert ds.class_counts() == {name: 6}
+        assert np.isfinite(ds.stamps).all() and (ds.stamps >= 0).all()
+        np.testing.assert_array_equal(ds.mjd[0], mjd)
+    # a bright variable star stands out above the sky; an empty stamp has no point source
+    sky = by_class["NV"].condition("sky")[..., None, None]
+    assert (by_class["NV"].stamps - sky).max() > (by_class["EMPTY"].stamps - sky).mean() + 50
+
+
+def test_same_seed_same_fingerprint_whatever_the_workers(tmp_path, hits2015):
+    one = simulate_to_disk(
+        hits2015, tmp_path / "one", 5, seed=11, workers=1, fields=FIELDS, shard_size=2, progress=False
+    )
+    two = simulate_to_disk(
+        hits2015, tmp_path / "two", 5, seed=11, workers=2, fields=FIELDS, shard_size=2, progress=False
+    )
+    other = simulate_to_disk(
+        hits2015, tmp_path / "other", 5, seed=12, workers=1, fields=FIELDS, shard_size=2, progress=False
+    )
+    assert one.fingerprint == two.fingerprint != other.fingerprint
+    for a, b in zip(one.iter_shards(), two.iter_shards(), strict=True):
+        np.testing.assert_array_equal(a.stamps, b.stamps)
+
+
+def test_shard_folder_round_trip(tmp_path, hits2015):
+    ds = simulate_to_disk(hits2015, tmp_path / "sim", 4, seed=1, fields=FIELDS, shard_size=3, progress=False)
+    ds.verify()
+    reopened = ShardedDataset(tmp_path / "sim")
+    assert len(reopened) == 4 * 7 * len(FIELDS)
+    assert reopened.class_counts() == {name: 4 * len(FIELDS) for name in CLASS_NAMES}
+    whole = reopened.load()
+    assert len(whole) == len(reopened) and whole.stamps.dtype == np.float32
+    assert len(reopened.load(max_per_class=2)) == 2 * 7
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+
+
+def test_existing_output_is_not_overwritten(tmp_path, hits2015):
+    (tmp_path / "sim").mkdir()
+    with pytest.raises(InputError, match="already exists"):
+        simulate_to_disk(hits2015, tmp_path / "sim", 1, fields=["01"], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n-per-class", "0"], "--n-per-class must be a positive integer"),
+        (["--n-per-class", "2", "--workers", "0"], "--workers must be at least 1"),
+        (["--n-per-class", "2", "--classes", "QSO"], "unknown class 'QSO'"),
+        (["--n-per-class", "2", "--fields", "77"], "no field(s) 77"),
+        (["--n-per-class", "2", "--survey", "nowhere.yaml"], "nowhere.yaml: no such survey file"),
+    ],
+)
+def test_bad_parameters_give_one_line(tmp_path, args, message):
+    out = tmp_path / "sim"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rcnnlib.cli", "simulate", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_prints_summary_with_fingerprint(tmp_path):
+    out = tmp_path / "sim"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rcnnlib.cli",
+            "simulate",
+            "--n-per-class",
+            "2",
+            "--seed",
+            "4",
+            "--out",
+            str(out),
+            "--fields",
+            "01",
+            "--survey",
+            "hits2015",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"fingerprint {ShardedDataset(out).fingerprint}" in proc.stdout
+    assert "14 sequences" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["ztf", "lsst"])
+def test_other_surveys_simulate_end_to_end(tmp_path, name):
+    survey = Survey.preset(name)
+    ds = simulate_to_disk(survey, tmp_path / name, 2, fields=survey.fields[:1], progress=False).load()
+    assert len(ds) == 14 and np.isfinite(ds.stamps).all()
+    assert ds.n_epochs == len(survey.usable_epochs(survey.fields[0]))
+
+
+def test_remote_scheduler_gives_the_same_fingerprint(tmp_path, hits2015):
+    from dask.distributed import LocalCluster
+
+    local = simulate_to_disk(
+        hits2015, tmp_path / "local", 3, seed=5, fields=["01"], shard_size=2, progress=False
+    )
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
+        remote = simulate_to_disk(
+            hits2015,
+            tmp_path / "remote",
+            3,
+            seed=5,
+            fields=["01"],
+            shard_size=2,
+            scheduler=cluster.scheduler_address,
+            progress=False,
+        )
+    assert remote.fingerprint == local.fingerprint
