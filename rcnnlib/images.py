@@ -1,0 +1,325 @@
+"""Render noisy 21x21 HiTS-like stamps for every epoch of many objects at once.
+
+Per epoch (Carrasco-Davis et al. 2019, "Images"): source counts
+``t_exp * 10 ** (-0.4 (m - ZP))`` spread by a Moffat PSF of the epoch's seeing,
+plus the sky level, plus (for some objects) a host galaxy -- exponential disc
+plus de Vaucouleurs bulge convolved with the same PSF -- then ``x gain``,
+photon noise, Gaussian read noise, ``/ gain``, clip to ``[0, saturation]``.
+
+Speed is the design constraint (about 50,000 stamps/s on one core): everything
+is vectorised over objects and epochs in float32, the PSF is evaluated once per
+pixel (with an analytic pixel-integration correction, see
+:func:`rcnnlib.psf.moffat_coefficients`), host galaxies are drawn once per
+object and convolved with each epoch's PSF by batched real FFTs, and Gaussian
+deviates come from a 16-bit inverse-CDF table.
+
+Noise model: photon noise is Gaussian with variance equal to the mean (in
+electrons) wherever the mean is at least :data:`POISSON_EXACT_BELOW` electrons
+(the Gaussian approximation of a Poisson law with mean >= 50 is accurate to
+a few per cent in its skewness, far below what a 21x21 stamp can show; HiTS
+sky alone is ~450 e-), and exact Poisson below.
+
+Geometry: pixel centres at integer ``(x, y)`` = (column, row); the transient
+sits at ``(10 + offset + jitter)`` on both axes of a 21x21 stamp. Epochs whose
+seeing or exposure time is not positive and finite (padding) render as zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft as sfft
+from scipy.special import gammaincinv, j0, ndtri
+
+from rcnnlib.psf import moffat_coefficients, moffat_eval, psf_shape_model
+
+_F32 = np.float32
+
+ASTROMETRIC_JITTER_PX = 0.3
+"""Per-epoch Gaussian astrometric error (pixels, per axis), as in the authors' configuration."""
+POISSON_EXACT_BELOW = 50.0
+"""Mean electrons below which photon noise is drawn from the exact Poisson law."""
+PAD = 32
+"""Side of the padded grid on which host galaxies are convolved with the PSF."""
+HOST_MAG_RANGE = (19.0, 23.0)
+HOST_DISC_RE_RANGE = (0.5, 2.0)  # arcsec, half-light radius of the disc
+HOST_BULGE_RE_RANGE = (0.3, 1.0)  # arcsec, capped at the disc's
+HOST_AXIS_RATIO_RANGE = (0.3, 1.0)
+CHUNK_STAMPS = 512  # stamps per block: keeps temporaries in cache
+
+_B1 = float(gammaincinv(2.0, 0.5))  # Sersic b_n: half the light inside r_e
+_B4 = float(gammaincinv(8.0, 0.5))
+
+
+@dataclass
+class RenderedStamps:
+    """Simulated stamps and the nuisance parameters drawn to make them.
+
+    ``stamps``: (n, T, size, size) float32 ADU, sky included (like raw real cut-outs).
+    ``params``: per-object (n,) or per-epoch (n, T) arrays; host entries are NaN
+    where an object has no host. Offsets are in pixels, radii in arcsec, angles
+    in radians.
+    """
+
+    stamps: np.ndarray
+    params: dict[str, np.ndarray]
+
+
+@lru_cache(maxsize=1)
+def _normal_table() -> np.ndarray:
+    """Quantiles of N(0, 1) at the centres of 65,536 equal-probability bins."""
+    return ndtri((np.arange(65536) + 0.5) / 65536).astype(_F32)
+
+
+def standard_normal_f32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n float32 N(0, 1) deviates, ~3x faster than ``rng.standard_normal``.
+
+    16 random bits index an inverse-CDF table; the two outermost bins (|z| > 4.17)
+    are redrawn exactly from the tail so the distribution is not truncated.
+    """
+    idx = rng.bit_generator.random_raw((n + 3) // 4).view(np.uint16)[:n]
+    z = _normal_table()[idx]
+    tail = np.flatnonzero((idx == 0) | (idx == 65535))
+    if tail.size:
+        u = rng.random(tail.size) / 65536.0
+        z[tail] = np.where(idx[tail] == 0, ndtri(u), -ndtri(u))
+    return z
+
+
+def add_noise(electrons: np.ndarray, read_noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Photon plus read noise on an array of mean electrons (m, ...) float32, in place.
+
+    ``read_noise`` (m,) in electrons. Gaussian photon noise above
+    :data:`POISSON_EXACT_BELOW` electrons, exact Poisson below.
+    """
+    shape = electrons.shape
+    flat = electrons.reshape(shape[0], -1)
+    rn = np.asarray(read_noise, dtype=_F32)[:, None]
+    z = standard_normal_f32(rng, flat.size).reshape(flat.shape)
+    low = flat < POISSON_EXACT_BELOW
+    exact = np.flatnonzero(low) if low.any() else None
+    sigma = flat + rn * rn
+    np.sqrt(sigma, out=sigma)
+    sigma *= z
+    if exact is not None:
+        rows = exact // flat.shape[1]
+        lam = np.maximum(flat.ravel()[exact], 0.0)
+        poisson = rng.poisson(lam).astype(_F32) + rn[rows, 0] * z.ravel()[exact]
+    flat += sigma
+    if exact is not None:
+        flat.ravel()[exact] = poisson
+    return electrons
+
+
+def _draw_hosts(k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Host galaxy parameters for k objects (see the HOST_* ranges)."""
+    re_disc = rng.uniform(*HOST_DISC_RE_RANGE, k)
+    re_bulge = np.minimum(rng.uniform(*HOST_BULGE_RE_RANGE, k), re_disc)
+    bulge_fraction = rng.uniform(0.0, 1.0, k)
+    q = rng.uniform(*HOST_AXIS_RATIO_RANGE, k)
+    angle = rng.uniform(0.0, np.pi, k)
+    # transient offset from the host centre: uniform over the light-weighted half-light ellipse
+    r_half = bulge_fraction * re_bulge + (1.0 - bulge_fraction) * re_disc
+    rad, phi = np.sqrt(rng.uniform(0.0, 1.0, k)) * r_half, rng.uniform(0.0, 2 * np.pi, k)
+    u, v = rad * np.cos(phi), rad * q * np.sin(phi)
+    return {
+        "host_mag": rng.uniform(*HOST_MAG_RANGE, k),
+        "host_re_disc": re_disc,
+        "host_re_bulge": re_bulge,
+        "host_bulge_fraction": bulge_fraction,
+        "host_axis_ratio": q,
+        "host_angle": angle,
+        "host_offset_x": u * np.cos(angle) - v * np.sin(angle),  # arcsec, transient minus host centre
+        "host_offset_y": u * np.sin(angle) + v * np.cos(angle),
+    }
+
+
+@lru_cache(maxsize=1)
+def _bulge_ft_table() -> tuple[np.ndarray, np.ndarray]:
+    """Normalised 2-D Fourier transform of a de Vaucouleurs profile (r_e = 1) vs sqrt(frequency).
+
+    A numerical Hankel transform, tabulated once; the cusp makes it steep at low
+    frequency, hence the sqrt(s) abscissa.
+    """
+    x = np.linspace(0.0, 200.0**0.25, 4001)[1:]  # r = x**4 resolves the cusp
+    r, dr = x**4, 4.0 * x**3 * (x[1] - x[0])
+    weight = np.exp(-_B4 * x) * 2.0 * np.pi * r * dr
+    t = np.linspace(0.0, np.sqrt(20.0), 600)
+    ft = j0(2.0 * np.pi * (t * t)[:, None] * r[None]) @ weight
+    return t.astype(_F32), (ft / ft[0]).astype(_F32)
+
+
+def host_transforms(hosts: dict[str, np.ndarray], pixel_scale: float) -> np.ndarray:
+    """Unit-flux host galaxies as rfft2 transforms on the PAD x PAD grid, (k, PAD, PAD//2+1) complex64.
+
+    Built directly in Fourier space (analytic exponential disc, tabulated
+    de Vaucouleurs bulge, pixel-box sinc, phase shift to the host centre), so the
+    cuspy bulge is pixel-integrated exactly and no real-space rendering or
+    forward FFT is needed. The grid is periodic around the transient: a
+    circular convolution with a PSF centred on the transient puts the host at
+    ``transient - offset``; light beyond the 8.6 arcsec grid wraps around (a
+    per-cent-level excess at the stamp edge for the largest hosts).
+    """
+    fy = np.fft.fftfreq(PAD).astype(_F32)[None, :, None]  # cycles / pixel
+    fx = np.fft.rfftfreq(PAD).astype(_F32)[None, None, :]
+    col = lambda v: np.asarray(v, dtype=_F32)[:, None, None]  # noqa: E731
+    c, s = col(np.cos(hosts["host_angle"])), col(np.sin(hosts["host_angle"]))
+    q = col(hosts["host_axis_ratio"])
+    ku = fx * c + fy * s  # along the major axis
+    kv = (fy * c - fx * s) * q
+    k2 = ku * ku + kv * kv
+    h = col(hosts["host_re_disc"] / pixel_scale / _B1)  # exponential scale length, px
+    disc = (1.0 + (2.0 * np.pi) ** 2 * h * h * k2) ** _F32(-1.5)
+    table_t, table_ft = _bulge_ft_table()
+    re_b = col(hosts["host_re_bulge"] / pixel_scale)
+    bulge = np.interp(np.sqrt(np.sqrt(k2) * re_b), table_t, table_ft).astype(_F32)
+    frac = col(hosts["host_bulge_fraction"])
+    amp = (1.0 - frac) * disc + frac * bulge
+    amp *= np.sinc(fy) * np.sinc(fx)  # pixel integration
+    x0 = col(-hosts["host_offset_x"] / pixel_scale)  # host centre relative to the transient, px
+    y0 = col(-hosts["host_offset_y"] / pixel_scale)
+    phase = np.exp(-2j * np.pi * (fx * x0)).astype(np.complex64) * np.exp(-2j * np.pi * (fy * y0)).astype(
+        np.complex64
+    )
+    return (amp * phase).astype(np.complex64)
+
+
+def host_images(hosts: dict[str, np.ndarray], pixel_scale: float) -> np.ndarray:
+    """Unit-flux, pixel-integrated host galaxies on the periodic PAD x PAD grid (FFT order), float32."""
+    return sfft.irfft2(host_transforms(hosts, pixel_scale), s=(PAD, PAD)).astype(_F32)
+
+
+def render_stamps(
+    mag: np.ndarray,
+    conditions: np.ndarray,
+    pixel_scale: float,
+    gain: np.ndarray,
+    read_noise: np.ndarray,
+    saturation: np.ndarray,
+    has_host: np.ndarray,
+    rng: np.random.Generator,
+    size: int = 21,
+) -> RenderedStamps:
+    """Simulate raw stamps (n, T, size, size) for n objects observed at T epochs.
+
+    Args:
+        mag: (n, T) source magnitudes; ``np.inf`` where there is no source.
+        conditions: (n, T, 6) columns of :data:`rcnnlib.dataset.CONDITION_NAMES`
+            (seeing arcsec, sky ADU, zero point, 5-sigma depth, exposure s, airmass).
+        pixel_scale: arcsec / pixel.
+        gain, read_noise, saturation: (n,) detector figures (e-/ADU, e-, ADU) of
+            each object's CCD.
+        has_host: (n,) bool, which objects sit on a host galaxy.
+        rng: the only source of randomness (same generator state, same output).
+    """
+    mag = np.asarray(mag, dtype=np.float64)
+    n, t = mag.shape
+    cond = np.asarray(conditions, dtype=np.float64)
+    has_host = np.asarray(has_host, dtype=bool)
+    gain = np.broadcast_to(np.asarray(gain, dtype=np.float64), (n,))
+    read_noise = np.broadcast_to(np.asarray(read_noise, dtype=np.float64), (n,))
+    saturation = np.broadcast_to(np.asarray(saturation, dtype=np.float64), (n,))
+    seeing, sky, zp, exp_time = cond[..., 0], cond[..., 1], cond[..., 2], cond[..., 4]
+    valid = np.isfinite(seeing) & (seeing > 0) & np.isfinite(exp_time) & (exp_time > 0) & np.isfinite(zp)
+    seeing = np.where(valid, seeing, 1.0)
+    sky = np.where(valid, np.nan_to_num(sky), 0.0)
+
+    # ---- nuisance parameters, drawn in a fixed order
+    offset = rng.uniform(-0.5, 0.5, (n, 2))
+    jitter = rng.normal(0.0, ASTROMETRIC_JITTER_PX, (n, t, 2))
+    ratio, beta, ell, angle = psf_shape_model().sample(rng, (n, t))
+    fwhm = seeing / pixel_scale * ratio
+    hosts = _draw_hosts(int(has_host.sum()), rng)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        flux = np.where(valid & np.isfinite(mag), exp_time * 10.0 ** (-0.4 * (mag - zp)), 0.0)
+    cxx, cxy2, cyy, log_norm = moffat_coefficients(fwhm, beta, ell, angle)
+    centre = 0.5 * (size - 1)
+    pos_x = centre + offset[:, None, 0] + jitter[..., 0]
+    pos_y = centre + offset[:, None, 1] + jitter[..., 1]
+
+    stamps = np.zeros((n, t, size, size), dtype=_F32)
+    flat = stamps.reshape(n * t, size, size)
+
+    # ---- point sources on objects without a host: PSF scaled by the flux, straight into the stamp
+    lone = np.flatnonzero(((flux > 0) & ~has_host[:, None]).ravel())
+    with np.errstate(divide="ignore"):
+        log_scale = (log_norm + np.log(flux)).ravel()
+    for lo in range(0, lone.size, CHUNK_STAMPS):
+        i = lone[lo : lo + CHUNK_STAMPS]
+        flat[i] = moffat_eval(
+            pos_x.ravel()[i],
+            pos_y.ravel()[i],
+            cxx.ravel()[i],
+            cxy2.ravel()[i],
+            cyy.ravel()[i],
+            beta.ravel()[i],
+            log_scale[i],
+            size,
+        )
+
+    # ---- objects on a host: unit PSF on the padded grid, host by FFT convolution, plus the source
+    host_idx = np.flatnonzero(has_host)
+    if host_idx.size:
+        galaxies = host_transforms(hosts, pixel_scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            host_counts = exp_time[host_idx] * 10.0 ** (-0.4 * (hosts["host_mag"][:, None] - zp[host_idx]))
+        host_counts = np.where(valid[host_idx], host_counts, 0.0)
+        pad = (PAD - size) // 2
+        per_chunk = max(1, CHUNK_STAMPS // (2 * t))
+        for lo in range(0, host_idx.size, per_chunk):
+            h = host_idx[lo : lo + per_chunk]
+            k = h.size
+            sel = (h[:, None] * t + np.arange(t)[None]).ravel()
+            psf = moffat_eval(
+                pad + pos_x.ravel()[sel],
+                pad + pos_y.ravel()[sel],
+                cxx.ravel()[sel],
+                cxy2.ravel()[sel],
+                cyy.ravel()[sel],
+                beta.ravel()[sel],
+                log_norm.ravel()[sel],
+                PAD,
+            ).reshape(k, t, PAD, PAD)
+            host_flux = host_counts[lo : lo + k]
+            psf_ft = sfft.rfft2(psf)
+            psf_ft *= galaxies[lo : lo + k, None]
+            crop = (slice(None), slice(None), slice(pad, pad + size), slice(pad, pad + size))
+            conv = sfft.irfft2(psf_ft, s=(PAD, PAD))[crop]
+            conv *= host_flux.astype(_F32)[:, :, None, None]
+            conv += psf[crop] * flux[h].astype(_F32)[:, :, None, None]
+            flat[sel] = conv.reshape(k * t, size, size)
+
+    # ---- sky, gain, noise, back to ADU, clip
+    sky32 = sky.astype(_F32).ravel()
+    g = np.repeat(gain.astype(_F32), t)
+    rn = np.repeat(read_noise.astype(_F32), t)
+    sat = np.repeat(saturation.astype(_F32), t)
+    for lo in range(0, n * t, CHUNK_STAMPS):
+        block = flat[lo : lo + CHUNK_STAMPS]
+        sl = slice(lo, lo + len(block))
+        block += sky32[sl, None, None]
+        block *= g[sl, None, None]
+        add_noise(block, rn[sl], rng)
+        block *= (1.0 / g[sl])[:, None, None]
+        np.clip(block, 0.0, sat[sl, None, None], out=block)
+    stamps[~valid] = 0.0
+
+    params: dict[str, np.ndarray] = {
+        "offset_x": offset[:, 0],
+        "offset_y": offset[:, 1],
+        "jitter_x": jitter[..., 0],
+        "jitter_y": jitter[..., 1],
+        "psf_fwhm": fwhm,
+        "psf_beta": beta,
+        "psf_ellipticity": ell,
+        "psf_angle": angle,
+        "source_counts": flux,
+    }
+    for key, values in hosts.items():
+        full = np.full(n, np.nan)
+        full[host_idx] = values
+        params[key] = full
+    return RenderedStamps(stamps=stamps, params=params)
