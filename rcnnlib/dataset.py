@@ -101,8 +101,11 @@ class SequenceDataset:
                 raise InputError(f"{name} has shape {got}, expected {shape}", source)
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise InputError(f"labels outside 0..{len(self.class_names) - 1}", source)
-        observed = self.stamps[self.mask]
-        if not np.isfinite(observed).all():
+        # fast path: a finite total means finite pixels (NaN and inf propagate)
+        if (
+            not np.isfinite(self.stamps.sum(dtype=np.float64))
+            and not np.isfinite(self.stamps[self.mask]).all()
+        ):
             bad = np.argwhere(~np.isfinite(self.stamps).all(axis=(2, 3)) & self.mask)[0]
             raise InputError(f"non-finite pixels in sequence {self.ids[bad[0]]} epoch {bad[1]}", source)
 
@@ -186,20 +189,28 @@ class SequenceDataset:
                 continue
             a = np.ascontiguousarray(a)
             digest.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-            digest.update(a.tobytes())
+            digest.update(a.data if a.ndim else a.tobytes())  # no copy of big arrays
         return digest.hexdigest()
 
     # ------------------------------------------------------------------- disk
-    def save(self, path: str | Path, compression: str | None = "gzip", stamp_dtype: str = "float32") -> Path:
+    def save(
+        self,
+        path: str | Path,
+        compression: str | None = "gzip",
+        stamp_dtype: str = "float32",
+        durable: bool = True,
+    ) -> Path:
         """Write to an HDF5 file atomically and record the fingerprint in the metadata.
 
-        ``stamp_dtype="float16"`` halves the file size for stamps whose values are
-        exactly representable in float16 (the simulator rounds to it); it is refused
-        when it would lose information, so loading always gives back the same arrays.
+        ``stamp_dtype`` ``"uint16"`` or ``"float16"`` halves the file size for stamps
+        exactly representable that way (the simulator digitises to integer ADU); it
+        is refused when it would lose information, so loading gives back the same
+        arrays. ``durable=False`` skips the fsync, for files inside a folder that is
+        itself published atomically.
         """
         path = Path(path)
         self.metadata["fingerprint"] = self.fingerprint()
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_path(path, durable=durable) as tmp, h5py.File(tmp, "w") as f:
             write_hdf5_group(f, self, compression=compression, stamp_dtype=stamp_dtype)
         return path
 
@@ -235,7 +246,7 @@ def write_hdf5_group(
             continue
         if name == "stamps" and stamp_dtype != "float32":
             stored = a.astype(stamp_dtype)
-            if not np.array_equal(stored.astype(np.float32), a):
+            if not np.array_equal(stored, a):  # compares values, so catches rounding and overflow
                 raise ValueError(f"stamps are not exactly representable as {stamp_dtype}")
             a = stored
         chunks = (min(n, 256), *a.shape[1:]) if len(ds) else None
@@ -271,8 +282,9 @@ class atomic_path:
     Interrupted or failed writes leave nothing under the final name.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, durable: bool = True):
         self.path = Path(path)
+        self.durable = durable
         self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
 
     def __enter__(self) -> Path:
@@ -281,8 +293,9 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            with open(self.tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            if self.durable:
+                with open(self.tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -44,6 +44,21 @@ def test_fingerprint_changes_with_any_pixel():
     assert make_dataset(seed=1).fingerprint() != make_dataset(seed=0).fingerprint()
 
 
+def test_uint16_storage_is_lossless_or_refused(tmp_path):
+    ds = make_dataset()
+    with pytest.raises(ValueError, match="uint16"):
+        ds.save(tmp_path / "lossy.h5", stamp_dtype="uint16")
+    ds.stamps = np.rint(ds.stamps)
+    ds.stamps[0, 0, 0, 0] = 70000  # overflow must be refused too
+    with pytest.raises(ValueError, match="uint16"):
+        ds.save(tmp_path / "overflow.h5", stamp_dtype="uint16")
+    ds.stamps[0, 0, 0, 0] = 65535
+    assert not list(tmp_path.iterdir()), "a refused write must leave no partial file"
+    back = SequenceDataset.load(ds.save(tmp_path / "int.h5", stamp_dtype="uint16", durable=False))
+    np.testing.assert_array_equal(back.stamps, ds.stamps)
+    assert back.fingerprint() == ds.fingerprint()
+
+
 def test_float16_storage_is_lossless_or_refused(tmp_path):
     ds = make_dataset()
     with pytest.raises(ValueError, match="float16"):
