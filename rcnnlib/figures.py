@@ -1,0 +1,367 @@
+"""Figures of the book: survey conditions, cadence, and galleries of image sequences.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without
+pyplot (no global figure state, no GUI backend: the Agg canvas is attached
+directly), so they work headless, in tests and in notebooks alike, and never
+leak figures. In a notebook, leaving the figure as a cell's last expression
+displays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from astropy.visualization import AsinhStretch, ImageNormalize, ManualInterval
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from rcnnlib.dataset import SequenceDataset
+from rcnnlib.photometry import light_curve
+from rcnnlib.survey import Survey
+
+CONDITION_LABELS: dict[str, str] = {
+    "seeing": "seeing FWHM [arcsec]",
+    "sky": "sky level [ADU]",
+    "limit_mag_5sigma": "5σ limiting mag",
+    "zero_point": "zero point [mag]",
+    "airmass": "airmass",
+}
+KEPT_COLOR = "#1f77b4"
+CUT_COLOR = "#d62728"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure on an Agg canvas, independent of pyplot."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def night_of(mjd: np.ndarray | pd.Series) -> np.ndarray:
+    """Integer night index: Chilean nights straddle MJD boundaries at noon UT, not midnight."""
+    return np.floor(np.asarray(mjd, dtype=float) - 0.5).astype(int)
+
+
+# ------------------------------------------------------------- conditions
+def plot_conditions(survey: Survey, columns: Sequence[str] = ("seeing", "sky", "limit_mag_5sigma")) -> Figure:
+    """Conditions vs MJD for every field and epoch (left) and per-field medians with 16-84 % ranges (right).
+
+    Epochs failing the seeing cut are drawn as red crosses; the right column
+    uses only the epochs that pass it, as the simulator does.
+    """
+    epochs = survey.epochs
+    cut = epochs["seeing"] >= survey.max_seeing
+    usable = epochs[~cut]
+    fields = survey.fields
+    fig = new_figure(13, 2.6 * len(columns))
+    axes = fig.subplots(len(columns), 2, squeeze=False, width_ratios=(1, 1.3))
+    for row, name in enumerate(columns):
+        ax, ax_field = axes[row]
+        ax.scatter(usable["mjd"], usable[name], s=6, color=KEPT_COLOR, alpha=0.5, lw=0, label="kept")
+        ax.scatter(
+            epochs.loc[cut, "mjd"],
+            epochs.loc[cut, name],
+            s=10,
+            color=CUT_COLOR,
+            marker="x",
+            lw=0.8,
+            label=f"seeing ≥ {survey.max_seeing:g}″ (cut)",
+        )
+        nightly = usable.groupby(night_of(usable["mjd"]))
+        ax.plot(nightly["mjd"].median(), nightly[name].median(), "k-", lw=1, label="nightly median")
+        ax.set_ylabel(CONDITION_LABELS.get(name, name))
+        if name == "sky":  # bright-moon nights are ten times brighter than dark ones
+            ax.set_yscale("log")
+        if name == "seeing":
+            ax.axhline(survey.max_seeing, color=CUT_COLOR, ls="--", lw=0.8)
+        if name.startswith("limit_mag"):
+            ax.invert_yaxis()
+        stats = usable.groupby("field")[name].quantile([0.16, 0.5, 0.84]).unstack().reindex(fields)
+        x = np.arange(len(fields))
+        ax_field.errorbar(
+            x,
+            stats[0.5],
+            yerr=[stats[0.5] - stats[0.16], stats[0.84] - stats[0.5]],
+            fmt="o",
+            ms=3,
+            color="k",
+            ecolor="0.6",
+            lw=1,
+        )
+        ax_field.set_xticks(x, fields, rotation=90, fontsize=6)
+        ax_field.set_xlim(-1, len(fields))
+        if name.startswith("limit_mag"):
+            ax_field.invert_yaxis()
+    axes[0, 0].legend(fontsize=7, loc="upper left", markerscale=1.5)
+    axes[0, 0].set_title(f"{survey.name}: all fields, every epoch", fontsize=10)
+    axes[0, 1].set_title("per field: median and 16–84 % range of kept epochs", fontsize=10)
+    axes[-1, 0].set_xlabel("MJD")
+    axes[-1, 1].set_xlabel("field")
+    return fig
+
+
+def plot_seeing_cut(survey: Survey) -> Figure:
+    """Seeing distribution with the quality cut, and how many epochs each field keeps."""
+    epochs = survey.epochs
+    cut = epochs["seeing"] >= survey.max_seeing
+    fig = new_figure(13, 3.2)
+    ax_hist, ax_field = fig.subplots(1, 2, width_ratios=(1, 1.6))
+    bins = np.arange(0.6, max(epochs["seeing"].max(), survey.max_seeing) + 0.1, 0.05)
+    ax_hist.hist(epochs.loc[~cut, "seeing"], bins=bins, color=KEPT_COLOR, label="kept")
+    ax_hist.hist(epochs.loc[cut, "seeing"], bins=bins, color=CUT_COLOR, label="dropped")
+    ax_hist.axvline(survey.max_seeing, color="k", ls="--", lw=0.8)
+    ax_hist.set_xlabel("seeing FWHM [arcsec]")
+    ax_hist.set_ylabel("epochs (all fields)")
+    ax_hist.set_title(f"{int(cut.sum())} of {len(epochs)} epochs ({cut.mean():.0%}) dropped", fontsize=10)
+    ax_hist.legend(fontsize=8)
+    counts = (
+        epochs.assign(dropped=cut).groupby("field")["dropped"].agg(["size", "sum"]).reindex(survey.fields)
+    )
+    x = np.arange(len(counts))
+    ax_field.bar(x, counts["size"] - counts["sum"], color=KEPT_COLOR, label="kept")
+    ax_field.bar(x, counts["sum"], bottom=counts["size"] - counts["sum"], color=CUT_COLOR, label="dropped")
+    ax_field.set_xticks(x, counts.index, rotation=90, fontsize=6)
+    ax_field.set_xlim(-1, len(x))
+    ax_field.set_xlabel("field")
+    ax_field.set_ylabel("epochs")
+    ax_field.legend(fontsize=8, ncols=2)
+    return fig
+
+
+def plot_cadence(survey: Survey) -> Figure:
+    """When each field was observed, the gaps between its epochs, and epochs per night."""
+    epochs = survey.epochs.assign(cut=survey.epochs["seeing"] >= survey.max_seeing)
+    usable = epochs[~epochs["cut"]]
+    fields = survey.fields
+    row = {f: i for i, f in enumerate(fields)}
+    fig = new_figure(13, 8)
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.6, 1))
+    ax_map = top.subplots()
+    points = ax_map.scatter(
+        usable["mjd"],
+        usable["field"].map(row),
+        c=usable["seeing"],
+        s=9,
+        cmap="viridis",
+        marker="s",
+        lw=0,
+        vmin=0.8,
+        vmax=survey.max_seeing,
+    )
+    dropped = epochs[epochs["cut"]]
+    ax_map.scatter(dropped["mjd"], dropped["field"].map(row), s=10, color=CUT_COLOR, marker="x", lw=0.8)
+    ax_map.set_yticks(range(len(fields)), fields, fontsize=5)
+    ax_map.set_ylabel("field")
+    ax_map.set_xlabel("MJD")
+    ax_map.set_title("epochs of every field (colour: seeing; red ×: dropped by the seeing cut)", fontsize=10)
+    top.colorbar(points, ax=ax_map, label="seeing [arcsec]", pad=0.01)
+
+    ax_gap, ax_night = bottom.subplots(1, 2)
+    gaps = usable.groupby("field")["mjd"].diff().dropna().to_numpy() * 24.0
+    bins = np.logspace(np.log10(max(gaps.min(), 0.01)), np.log10(gaps.max()), 40)
+    ax_gap.hist(gaps, bins=bins, color="0.3")
+    ax_gap.set_xscale("log")
+    ax_gap.set_xlabel("time between consecutive kept epochs of a field [hours]")
+    ax_gap.set_ylabel("pairs of epochs")
+    for hours, label in ((2.0, "2 h"), (24.0, "1 d"), (72.0, "3 d")):
+        ax_gap.axvline(hours, color="0.6", ls=":", lw=0.8)
+        ax_gap.text(
+            hours, 0.97, label, transform=ax_gap.get_xaxis_transform(), fontsize=7, ha="left", va="top"
+        )
+    per_night = usable.groupby(["field", night_of(usable["mjd"])]).size()
+    values, counts = np.unique(per_night.to_numpy(), return_counts=True)
+    ax_night.bar(values, counts, color="0.3")
+    ax_night.set_xticks(values)
+    ax_night.set_xlabel("kept epochs of a field in one night")
+    ax_night.set_ylabel("field-nights")
+    ax_night.set_title(
+        f"{len(per_night)} field-nights, median {np.median(per_night):.0f} epochs per night", fontsize=10
+    )
+    return fig
+
+
+# --------------------------------------------------------------- sequences
+def sky_subtracted(ds: SequenceDataset, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observed stamps of sequence ``i`` minus each epoch's sky, and the epoch indices kept."""
+    epochs = np.flatnonzero(ds.mask[i])
+    sky = ds.condition("sky")[i, epochs]
+    return ds.stamps[i, epochs] - sky[:, None, None], epochs
+
+
+def sequence_norm(images: np.ndarray) -> ImageNormalize:
+    """One colour scale for all epochs of an object: asinh stretch between robust extremes.
+
+    The low end is the noise floor (0.5th percentile), the high end the 99.9th
+    percentile of all epochs, so a supernova's rise reads as brightening rather
+    than being rescaled away epoch by epoch; asinh keeps faint wings and the
+    bright core visible together.
+    """
+    lo, hi = np.percentile(images, [0.5, 99.9])
+    if hi <= lo:
+        hi = lo + 1.0
+    return ImageNormalize(interval=ManualInterval(lo, hi), stretch=AsinhStretch(0.1), clip=True)
+
+
+def pick_epochs(n_observed: int, max_epochs: int | None) -> np.ndarray:
+    """Positions of at most ``max_epochs`` epochs spread evenly over the whole sequence."""
+    if max_epochs is None or n_observed <= max_epochs:
+        return np.arange(n_observed)
+    return np.unique(np.linspace(0, n_observed - 1, max_epochs).round().astype(int))
+
+
+def draw_strip(
+    axes: Sequence[Axes], ds: SequenceDataset, i: int, max_epochs: int | None = None, max_seeing: float = 2.0
+) -> None:
+    """Draw the sky-subtracted stamps of sequence ``i`` into a row of axes (unused axes hidden).
+
+    Titles are days since the first epoch; ``*`` marks estimated conditions and a
+    red title an epoch with seeing >= ``max_seeing`` (dropped by the paper's cut).
+    """
+    images, epochs = sky_subtracted(ds, i)
+    norm = sequence_norm(images)
+    chosen = pick_epochs(len(epochs), min(len(axes), max_epochs or len(axes)))
+    t0 = ds.mjd[i, epochs[0]] if len(epochs) else 0.0
+    seeing = ds.condition("seeing")[i]
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, k in zip(axes, chosen, strict=False):
+        e = epochs[k]
+        ax.imshow(images[k], origin="lower", cmap="gray", norm=norm, interpolation="nearest")
+        label = f"{ds.mjd[i, e] - t0:.1f}" + ("*" if ds.conditions_estimated[i, e] else "")
+        ax.set_title(label, fontsize=6, pad=1, color=CUT_COLOR if seeing[e] >= max_seeing else "k")
+
+
+def plot_sequence_strip(ds: SequenceDataset, i: int, max_epochs: int | None = 15) -> Figure:
+    """One row of the sequence's sky-subtracted stamps, titled with days since its first epoch."""
+    n = len(pick_epochs(int(ds.mask[i].sum()), max_epochs))
+    fig = new_figure(0.75 * max(n, 1), 1.2)
+    axes = np.atleast_1d(fig.subplots(1, max(n, 1)))
+    draw_strip(list(axes), ds, i, max_epochs)
+    fig.suptitle(f"{ds.ids[i]} ({ds.class_names[ds.labels[i]]})", fontsize=8)
+    return fig
+
+
+def draw_light_curve(ax: Axes, ds: SequenceDataset, i: int, flux: np.ndarray, flux_err: np.ndarray) -> None:
+    """Error bars of one light curve (microjansky vs days); estimated-condition epochs hollow."""
+    observed = ds.mask[i]
+    t = ds.mjd[i] - ds.mjd[i, observed][0]
+    est = ds.conditions_estimated[i] & observed
+    good = observed & ~est
+    ax.errorbar(t[good], flux[good], flux_err[good], fmt="o", ms=3, color="k", ecolor="0.5", lw=0.8)
+    if est.any():
+        ax.errorbar(
+            t[est],
+            flux[est],
+            flux_err[est],
+            fmt="o",
+            ms=3,
+            mfc="none",
+            color="C1",
+            lw=0.8,
+            label="estimated conditions",
+        )
+        ax.legend(fontsize=6, loc="best")
+    finite = flux[observed & np.isfinite(flux)]
+    if finite.size and finite.min() < 0.2 * max(finite.max(), 0.0):  # zero is a useful reference here
+        ax.axhline(0, color="0.7", lw=0.6)
+    ax.set_xlabel("days since first epoch", fontsize=7)
+    ax.set_ylabel("flux [µJy]", fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def plot_light_curve(
+    ds: SequenceDataset,
+    i: int,
+    flux: np.ndarray | None = None,
+    flux_err: np.ndarray | None = None,
+    radius_seeing: float = 2.0,
+) -> Figure:
+    """Aperture light curve of sequence ``i`` measured on its stamps (µJy, AB).
+
+    ``flux``/``flux_err`` are (N, T) microjansky from :func:`rcnnlib.photometry.light_curve`;
+    when omitted only sequence ``i`` is measured.
+    """
+    if flux is None or flux_err is None:
+        one, one_err = light_curve(ds.subset([i]), radius_seeing=radius_seeing)
+        flux, flux_err = np.zeros_like(ds.mjd), np.zeros_like(ds.mjd)
+        flux[i], flux_err[i] = one[0], one_err[0]
+    fig = new_figure(4, 2.6)
+    ax = fig.subplots()
+    draw_light_curve(ax, ds, i, flux[i], flux_err[i])
+    ax.set_title(f"{ds.ids[i]} ({ds.class_names[ds.labels[i]]})", fontsize=8)
+    return fig
+
+
+def select_examples(ds: SequenceDataset, n_per_class: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n_per_class`` random sequence indices of each class present (fewer if the class is smaller)."""
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for label, name in enumerate(ds.class_names):
+        members = np.flatnonzero(ds.labels == label)
+        if members.size:
+            pick = rng.choice(members, size=min(n_per_class, members.size), replace=False)
+            chosen[name] = np.sort(pick)
+    return chosen
+
+
+def plot_class_gallery(
+    ds: SequenceDataset,
+    indices: Sequence[int],
+    flux: np.ndarray,
+    flux_err: np.ndarray,
+    max_epochs: int | None = 15,
+    title: str = "",
+) -> Figure:
+    """One row per sequence: its stamp strip (shared colour scale per object) and its light curve."""
+    n_cols = max_epochs or int(ds.mask[list(indices)].sum(axis=1).max())
+    lc_cols = 6
+    fig = new_figure(0.6 * (n_cols + lc_cols) + 0.6, 1.05 * len(indices) + 0.8)
+    grid = fig.add_gridspec(len(indices), n_cols + lc_cols)
+    for row, i in enumerate(indices):
+        axes = [fig.add_subplot(grid[row, c]) for c in range(n_cols)]
+        draw_strip(axes, ds, int(i), max_epochs)
+        ax_lc = fig.add_subplot(grid[row, n_cols + 1 :])
+        draw_light_curve(ax_lc, ds, int(i), flux[i], flux_err[i])
+        ax_lc.set_title(str(ds.ids[i]), fontsize=7, pad=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def gallery(
+    ds: SequenceDataset,
+    n_per_class: int = 4,
+    seed: int = 0,
+    max_epochs: int | None = 15,
+    radius_seeing: float = 2.0,
+) -> dict[str, Figure]:
+    """A :func:`plot_class_gallery` figure per class, objects drawn at random with ``seed``.
+
+    Stamp titles are days since the object's first epoch (``*``: conditions
+    estimated); light curves are aperture photometry of the same stamps.
+    """
+    examples = select_examples(ds, n_per_class, seed)
+    if not examples:
+        return {}
+    picked = np.concatenate(list(examples.values()))
+    sub = ds.subset(picked)
+    flux, flux_err = light_curve(sub, radius_seeing=radius_seeing)
+    figures = {}
+    start = 0
+    for name, idx in examples.items():
+        rows = list(range(start, start + len(idx)))
+        start += len(idx)
+        total = int((ds.labels == ds.class_names.index(name)).sum())
+        figures[name] = plot_class_gallery(
+            sub,
+            rows,
+            flux,
+            flux_err,
+            max_epochs,
+            title=f"{name}: {len(idx)} of {total} sequences (stamp titles: days since first epoch; "
+            "red: seeing ≥ 2″; *: estimated conditions)",
+        )
+    return figures
