@@ -365,3 +365,168 @@ def gallery(
             "red: seeing ≥ 2″; *: estimated conditions)",
         )
     return figures
+
+
+# ------------------------------------------------------------- simulation
+REAL_COLOR = "k"
+SIM_COLOR = "C1"
+
+
+def plot_model_light_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], t0: float) -> Figure:
+    """Noise-free model light curves, one panel per class: ``{class: (mjd (T,), mag (k, T))}``.
+
+    Magnitudes are drawn downwards (bright up), the astronomers' convention;
+    ``inf`` (no source) leaves gaps.
+    """
+    names = list(curves)
+    cols = min(4, len(names))
+    rows = int(np.ceil(len(names) / cols))
+    fig = new_figure(3.0 * cols, 2.3 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        mjd, mag = curves[name]
+        for k, row in enumerate(mag):
+            shown = np.where(np.isfinite(row), row, np.nan)
+            ax.plot(mjd - t0, shown, lw=0.9, color=f"C{k}")
+        finite = mag[np.isfinite(mag)]
+        if finite.size:  # a supernova's pre-explosion rise from "infinity" would squash the panel
+            ax.set_ylim(min(finite.max(), finite.min() + 4.0) + 0.2, finite.min() - 0.2)
+        else:
+            ax.invert_yaxis()
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("days", fontsize=7)
+        ax.set_ylabel("g [mag]", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    return fig
+
+
+def sequence_movie(ds: SequenceDataset, indices: dict[str, int], interval_ms: int = 300) -> str:
+    """An HTML/JavaScript movie (no external files): one panel per class, one frame per epoch.
+
+    Each panel keeps one colour scale for the whole sequence (:func:`sequence_norm`),
+    so brightening and fading show as such.
+    """
+    from matplotlib.animation import FuncAnimation
+
+    names = list(indices)
+    frames = [sky_subtracted(ds, i)[0] for i in indices.values()]
+    n_frames = max(len(f) for f in frames)
+    fig = new_figure(1.6 * len(names), 1.9)
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    images = []
+    for ax, name, stack in zip(axes, names, frames, strict=True):
+        images.append(ax.imshow(stack[0], origin="lower", cmap="gray", norm=sequence_norm(stack)))
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    label = fig.suptitle("epoch 1", fontsize=8)
+
+    def update(k: int) -> list:
+        for image, stack in zip(images, frames, strict=True):
+            image.set_data(stack[min(k, len(stack) - 1)])
+        label.set_text(f"epoch {k + 1} of {n_frames}")
+        return [*images, label]
+
+    movie = FuncAnimation(fig, update, frames=n_frames, interval=interval_ms, blit=False)
+    return movie.to_jshtml(default_mode="loop")
+
+
+def plot_side_by_side(
+    real: SequenceDataset, sim: SequenceDataset, pairs: dict[str, tuple[int, int]], max_epochs: int = 12
+) -> Figure:
+    """For each class, a real sequence's strip above a simulated one's: ``{class: (i_real, i_sim)}``."""
+    fig = new_figure(0.62 * max_epochs + 1.2, 1.25 * 2 * len(pairs) + 0.4)
+    grid = fig.add_gridspec(2 * len(pairs), max_epochs + 1)
+    for row, (name, (i_real, i_sim)) in enumerate(pairs.items()):
+        for k, (ds, i, tag) in enumerate(((real, i_real, "real"), (sim, i_sim, "sim"))):
+            r = 2 * row + k
+            label_ax = fig.add_subplot(grid[r, 0])
+            label_ax.set_axis_off()
+            label_ax.text(
+                0.5,
+                0.5,
+                f"{name}\n{tag}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=REAL_COLOR if tag == "real" else SIM_COLOR,
+            )
+            draw_strip([fig.add_subplot(grid[r, c + 1]) for c in range(max_epochs)], ds, i, max_epochs)
+    return fig
+
+
+def _scatter_pair(
+    ax: Axes, real: pd.DataFrame, sim: pd.DataFrame, x: str, y: str, max_points: int = 4000
+) -> None:
+    rng = np.random.default_rng(0)
+    for table, color, tag in ((real, REAL_COLOR, "real"), (sim, SIM_COLOR, "simulated")):
+        table = table[[x, y]].dropna()
+        if len(table) > max_points:
+            table = table.iloc[rng.choice(len(table), max_points, replace=False)]
+        ax.scatter(table[x], table[y], s=3, alpha=0.35, color=color, label=f"{tag} ({len(table)})", lw=0)
+    ax.legend(fontsize=7, markerscale=3)
+    ax.tick_params(labelsize=7)
+
+
+def plot_realism(
+    noise: tuple[pd.DataFrame, pd.DataFrame],
+    fwhm: tuple[pd.DataFrame, pd.DataFrame],
+    peaks: tuple[pd.DataFrame, pd.DataFrame],
+) -> Figure:
+    """Image statistics, real vs simulated: background noise vs sky, FWHM vs seeing, peak vs magnitude."""
+    fig = new_figure(12, 3.6)
+    ax_noise, ax_fwhm, ax_peak = fig.subplots(1, 3)
+    _scatter_pair(ax_noise, *noise, "sky", "noise")
+    expected = noise[1].sort_values("sky")
+    ax_noise.plot(
+        expected["sky"], expected["expected_noise"], color="C0", lw=1, label="Poisson sky + read noise"
+    )
+    ax_noise.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sky level [ADU]",
+        ylabel="background noise [ADU]",
+        title="noise of the sky-subtracted stamp",
+    )
+    ax_noise.legend(fontsize=7, markerscale=3)
+    _scatter_pair(ax_fwhm, *fwhm, "seeing", "fwhm_arcsec")
+    ax_fwhm.plot([0.8, 2.0], [0.8, 2.0], color="0.6", lw=0.8, ls="--")
+    ax_fwhm.set(
+        xlabel="seeing (survey record) [arcsec]",
+        ylabel="measured FWHM [arcsec]",
+        title="PSF width of bright stars",
+    )
+    peak_tables = tuple(t.assign(log_peak=np.log10(t["peak"].where(t["peak"] > 0))) for t in peaks)
+    _scatter_pair(ax_peak, *peak_tables, "mag", "log_peak")
+    ax_peak.set(xlabel="aperture magnitude", ylabel="log10 peak above sky [ADU]", title="peak counts")
+    return fig
+
+
+def plot_distributions(
+    real: pd.DataFrame, sim: pd.DataFrame, column: str, classes: Sequence[str], xlabel: str, log: bool = False
+) -> Figure:
+    """Histograms of one per-sequence statistic, real vs simulated, one panel per class."""
+    fig = new_figure(3.0 * len(classes), 2.5)
+    axes = np.atleast_1d(fig.subplots(1, len(classes)))
+    for ax, name in zip(axes, classes, strict=True):
+        r = real.loc[real["class_name"] == name, column].dropna()
+        s = sim.loc[sim["class_name"] == name, column].dropna()
+        values = pd.concat([r, s])
+        values = values[values > 0] if log else values
+        if values.empty:
+            ax.set_title(f"{name}: no data", fontsize=9)
+            continue
+        lo, hi = np.percentile(values, [1, 99])
+        bins = np.geomspace(lo, hi, 25) if log else np.linspace(lo, hi, 25)
+        ax.hist(s, bins=bins, density=True, alpha=0.5, color=SIM_COLOR, label=f"simulated ({len(s)})")
+        ax.hist(
+            r, bins=bins, density=True, histtype="step", lw=1.5, color=REAL_COLOR, label=f"real ({len(r)})"
+        )
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6)
+    return fig

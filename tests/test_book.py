@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHAPTERS = {"01_hits_survey": 7}  # chapter -> least number of figures it must show (4 + one per class)
+# chapter -> least number of figures it must show
+CHAPTERS = {
+    "01_hits_survey": 7,  # 4 + one gallery per class
+    "02_simulation": 6,  # light-curve models, side by side, image realism, 3 distributions
+}
 
 
 @pytest.mark.slow
@@ -38,5 +42,7 @@ def test_ci_book_builds_with_figures(tmp_path: Path):
         assert len(images) >= n_figures, f"{chapter}: {len(images)} figures"
         for image in images:
             assert image.is_file() and image.stat().st_size > 1000, image
+    movie = (html / "book" / "02_simulation.html").read_text()
+    assert "animation" in movie and "data:image/png;base64" in movie, "the simulated-sequence movie is missing"
     # the sources stay clean: executed copies live only in the build folder
     assert not (REPO / "book" / "_build").exists()
