@@ -43,6 +43,6 @@ def test_ci_book_builds_with_figures(tmp_path: Path):
         for image in images:
             assert image.is_file() and image.stat().st_size > 1000, image
     movie = (html / "book" / "02_simulation.html").read_text()
-    assert "animation" in movie and "data:image/png;base64" in movie, "the simulated-sequence movie is missing"
+    assert "animation" in movie and "data:image/png;base64" in movie, "the simulated movie is missing"
     # the sources stay clean: executed copies live only in the build folder
     assert not (REPO / "book" / "_build").exists()
