@@ -347,8 +347,13 @@ def peak_slope(
     y = np.log10(t["peak"].to_numpy())
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     rms = float(np.sqrt(np.mean((y - design @ coef) ** 2)))
-    return {"mag_slope": float(coef[1]), "seeing_slope": float(coef[2]), "log_peak_ref": float(coef[0]),
-            "rms": rms, "n": len(t)}
+    return {
+        "mag_slope": float(coef[1]),
+        "seeing_slope": float(coef[2]),
+        "log_peak_ref": float(coef[0]),
+        "rms": rms,
+        "n": len(t),
+    }
 
 
 def light_curve_variability(
@@ -486,8 +491,12 @@ def compare(
         groups_s = dict(tuple(sim.groupby(keys)))
         for key in sorted(set(groups_r) & set(groups_s)):
             label = key if isinstance(key, tuple) else (key,)
-            rows.append({**dict(zip(keys, label, strict=True)),
-                         **summary(groups_r[key][column], groups_s[key][column])})
+            rows.append(
+                {
+                    **dict(zip(keys, label, strict=True)),
+                    **summary(groups_r[key][column], groups_s[key][column]),
+                }
+            )
     rows.append({**dict.fromkeys(keys, "all"), **summary(real[column], sim[column])})
     out = pd.DataFrame(rows)
     out.insert(len(keys), "statistic", column)
@@ -529,8 +538,11 @@ def noise_ratio_at_sky(
     """
     tables = []
     for data in (real, sim):
-        t = data if isinstance(data, pd.DataFrame) else background_noise(
-            data, gain=gain, read_noise=read_noise, inner_radius=inner_radius)
+        t = (
+            data
+            if isinstance(data, pd.DataFrame)
+            else background_noise(data, gain=gain, read_noise=read_noise, inner_radius=inner_radius)
+        )
         keep = np.isfinite(t["noise"]) & ~t["conditions_estimated"].astype(bool)
         if max_peak_snr is not None:
             keep &= t["peak_snr"] <= max_peak_snr
@@ -550,10 +562,41 @@ def noise_ratio_at_sky(
         if in_r.sum() < min_count or in_s.sum() < min_count:
             continue
         qr, qs = r.loc[in_r, "noise_ratio"].median(), s.loc[in_s, "noise_ratio"].median()
-        rows.append({
-            "sky_min": a, "sky_max": b, "n_real": int(in_r.sum()), "n_sim": int(in_s.sum()),
-            "sky_median_real": r.loc[in_r, "sky"].median(), "sky_median_sim": s.loc[in_s, "sky"].median(),
-            "noise_real": r.loc[in_r, "noise"].median(), "noise_sim": s.loc[in_s, "noise"].median(),
-            "noise_ratio_real": qr, "noise_ratio_sim": qs, "ratio": qs / qr,
-        })
+        rows.append(
+            {
+                "sky_min": a,
+                "sky_max": b,
+                "n_real": int(in_r.sum()),
+                "n_sim": int(in_s.sum()),
+                "sky_median_real": r.loc[in_r, "sky"].median(),
+                "sky_median_sim": s.loc[in_s, "sky"].median(),
+                "noise_real": r.loc[in_r, "noise"].median(),
+                "noise_sim": s.loc[in_s, "noise"].median(),
+                "noise_ratio_real": qr,
+                "noise_ratio_sim": qs,
+                "ratio": qs / qr,
+            }
+        )
     return pd.DataFrame(rows)
+
+
+def match_magnitudes(
+    real: pd.DataFrame,
+    sim: pd.DataFrame,
+    column: str = "mean_mag",
+    quantiles: tuple[float, float] = (0.05, 0.95),
+) -> pd.DataFrame:
+    """Simulated rows whose ``column`` lies within the real class's central range.
+
+    The real labelled stars are a bright selection while simulated sources follow
+    the survey's full magnitude distribution; comparing variability at matched
+    brightness separates the light-curve models from that selection effect.
+    """
+    keep = np.zeros(len(sim), dtype=bool)
+    for name, group in real.groupby("class_name"):
+        values = group[column].dropna()
+        if values.empty:
+            continue
+        lo, hi = values.quantile(list(quantiles))
+        keep |= ((sim["class_name"] == name) & sim[column].between(lo, hi)).to_numpy()
+    return sim[keep]

@@ -32,9 +32,9 @@ from tqdm.auto import tqdm
 
 from rcnnlib import __version__
 from rcnnlib.classes import CLASS_NAMES, label_of
-from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
+from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.images import render_stamps
+from rcnnlib.images import REGISTRATION_FRACTION, epoch_mag_offsets, render_stamps
 from rcnnlib.lightcurves import sample_light_curves
 from rcnnlib.shards import ShardedDataset, publish_folder, write_manifest
 from rcnnlib.survey import Survey
@@ -51,6 +51,8 @@ HOST_FRACTION: dict[str, float] = {
 """Fraction of sequences with a host galaxy per class, as in the paper."""
 
 UINT16_MAX = 65535.0
+RENDER_BLOCK = 256
+"""Sequences rendered at once; part of the random stream's definition, so changing it changes outputs."""
 
 
 @dataclass(frozen=True)
@@ -99,30 +101,53 @@ def plan_shards(
 
 
 def simulate_shard(survey: Survey, task: ShardTask, seed: int) -> SequenceDataset:
-    """All sequences of one task, from their own random stream."""
+    """All sequences of one task, from their own random stream.
+
+    Two draws are shared by all tasks of a field and so come from a generator keyed
+    by ``(seed, field)`` instead of the task's: the per-epoch magnitude offsets
+    (:func:`rcnnlib.images.epoch_mag_offsets`, the same for every object of a
+    field-epoch, as on real images). A random
+    :data:`~rcnnlib.images.REGISTRATION_FRACTION` of the sequences (every class) is
+    resampled as if registered to a template grid; which ones is in
+    ``metadata["resampled"]``.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(task.index,)))
     mjd, conditions = survey.field_conditions(task.field)
     n, t = task.n, mjd.size
     mjd_n = np.broadcast_to(mjd, (n, t))
     conditions_n = np.broadcast_to(conditions, (n, t, conditions.shape[1]))
     limit = conditions_n[..., CONDITION_NAMES.index("limit_mag_5sigma")].astype(np.float64)
+    field_rng = np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(2**32 - 1, list(survey.fields).index(task.field)))
+    )
+    epoch_offset = epoch_mag_offsets(conditions[:, CONDITION_NAMES.index("seeing")], field_rng)
 
     curves = sample_light_curves(task.class_name, mjd_n, limit, rng)
 
     detectors = survey.camera.detector_table()
     ccd = rng.integers(len(detectors), size=n)
     has_host = rng.random(n) < HOST_FRACTION[task.class_name]
-    rendered = render_stamps(
-        curves.mag,
-        np.ascontiguousarray(conditions_n),
-        survey.camera.pixel_scale,
-        detectors["gain"].to_numpy(float)[ccd],
-        detectors["read_noise"].to_numpy(float)[ccd],
-        detectors["saturation"].to_numpy(float)[ccd],
-        has_host,
-        rng,
-    )
-    stamps = np.rint(rendered.stamps, out=rendered.stamps)
+    resampled = rng.random(n) < REGISTRATION_FRACTION
+    gain = detectors["gain"].to_numpy(float)[ccd]
+    read_noise = detectors["read_noise"].to_numpy(float)[ccd]
+    saturation = detectors["saturation"].to_numpy(float)[ccd]
+    stamps = np.empty((n, t, STAMP_SIZE, STAMP_SIZE), dtype=np.float32)
+    # Render in blocks: the renderer's temporaries stay ~10 MB whatever the shard size.
+    for lo in range(0, n, RENDER_BLOCK):
+        block = slice(lo, min(lo + RENDER_BLOCK, n))
+        rendered = render_stamps(
+            curves.mag[block],
+            np.ascontiguousarray(conditions_n[block]),
+            survey.camera.pixel_scale,
+            gain[block],
+            read_noise[block],
+            saturation[block],
+            has_host[block],
+            rng,
+            epoch_mag_offset=epoch_offset,
+            resample=resampled[block],
+        )
+        np.rint(rendered.stamps, out=stamps[block])
     ids = np.array(
         [f"sim_{survey.name}_{task.field}_{task.class_name}_{task.start + i:06d}" for i in range(n)]
     )
@@ -139,6 +164,8 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int) -> SequenceDatase
             "seed": seed,
             "task": task.__dict__,
             "ccd": detectors["name"].to_numpy(str)[ccd].tolist(),
+            "resampled": resampled.tolist(),
+            "epoch_mag_offset": np.round(epoch_offset, 6).tolist(),
             "rcnnlib_version": __version__,
         },
     )

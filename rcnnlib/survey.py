@@ -135,7 +135,12 @@ class Survey:
         """A preset name or the path of a survey YAML file."""
         if str(name_or_path) in PRESETS:
             return cls.preset(str(name_or_path))
-        return cls.from_yaml(name_or_path)
+        path = Path(name_or_path)
+        if not path.exists() and path.suffix not in (".yaml", ".yml"):
+            raise InputError(
+                f"unknown survey {str(name_or_path)!r}; presets are {', '.join(PRESETS)} (or a YAML file)"
+            )
+        return cls.from_yaml(path)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Survey:

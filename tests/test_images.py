@@ -183,3 +183,39 @@ def test_padding_epochs_render_as_zeros() -> None:
     cond[:, 2] = 0.0
     out = render(np.full((2, 3), 18.0), cond, has_host=np.array([True, False]))
     assert np.all(out.stamps[:, 2] == 0) and np.all(out.stamps[:, :2] > 0)
+
+
+# ----------------------------------------------------- registration and epoch offsets
+def test_registration_resample_moves_light_and_correlates_noise():
+    from rcnnlib.images import registration_resample
+    from rcnnlib.psf import moffat_psf
+
+    one = np.ones(1)
+    star = moffat_psf(one * 4.0, one * 3.5, one * 0.0, one * 0.0, one * 0.0, one * 0.0) * 1e4
+    zero = registration_resample(star, np.zeros(1), np.zeros(1))
+    np.testing.assert_allclose(zero, star, atol=1e-3 * star.max())  # no shift, no change
+    moved = registration_resample(star, np.full(1, 0.5), np.zeros(1))
+    grid = np.arange(21)
+    centroid = lambda img: (img.sum(axis=0) * grid).sum() / img.sum()  # noqa: E731
+    assert abs(abs(centroid(moved[0]) - centroid(star[0])) - 0.5) < 0.05
+    assert moved.sum() == pytest.approx(star.sum(), rel=0.02)
+
+    noise = np.random.default_rng(1).standard_normal((400, 21, 21)).astype(np.float32)
+    shifts = np.random.default_rng(2).uniform(-0.5, 0.5, (2, 400))
+    out = registration_resample(noise, shifts[0], shifts[1])[:, 3:-3, 3:-3]
+    corr = np.corrcoef(out[:, :, :-1].ravel(), out[:, :, 1:].ravel())[0, 1]
+    white = np.corrcoef(noise[:, :, :-1].ravel(), noise[:, :, 1:].ravel())[0, 1]
+    assert abs(white) < 0.02 and corr > 0.05
+    assert 0.7 < out.std() < 1.0  # interpolation lowers the per-pixel noise
+
+
+def test_epoch_offsets_are_shared_seeded_and_grow_with_seeing():
+    from rcnnlib.images import epoch_mag_offsets
+
+    seeing = np.repeat([1.0, 1.9], 2000)
+    a = epoch_mag_offsets(seeing, np.random.default_rng(3))
+    b = epoch_mag_offsets(seeing, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == seeing.shape and np.isfinite(a).all()
+    assert np.median(a[seeing > 1.5]) > np.median(a[seeing < 1.5]) + 0.02
+    assert np.abs(a).max() < 0.5

@@ -157,3 +157,14 @@ def test_remote_scheduler_gives_the_same_fingerprint(tmp_path, hits2015):
             progress=False,
         )
     assert remote.fingerprint == local.fingerprint
+
+
+def test_epoch_offsets_shared_across_shards_of_a_field(hits2015):
+    tasks = plan_shards(hits2015, 4, classes=("NV", "RRL"), fields=["01", "02"], shard_size=2)
+    offsets = {(t.field, t.class_name, t.start): simulate_shard(hits2015, t, seed=8).metadata for t in tasks}
+    by_field = {}
+    for (field, _, _), meta in offsets.items():
+        by_field.setdefault(field, []).append(meta["epoch_mag_offset"])
+    for values in by_field.values():
+        assert all(v == values[0] for v in values)  # every object of a field-epoch shares it
+    assert by_field["01"][0] != by_field["02"][0][: len(by_field["01"][0])]
