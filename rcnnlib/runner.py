@@ -357,7 +357,7 @@ def run_book(
     ``book/`` and ``params/``. ``only`` runs a subset of notebooks (by stem);
     the others keep their previous executed copy in the build folder.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     source_dir = Path(source_dir or paths.REPO_ROOT).resolve()
     prof = load_profile(profile, params_dir(source_dir))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rcnnlib import __version__
 from rcnnlib.classes import CLASS_NAMES, label_of
