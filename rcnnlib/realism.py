@@ -76,13 +76,15 @@ _FIT_CHUNK = 2048  # stamps per Moffat-fit call: bounds the (chunk, 441, 8) Jaco
 def robust_std(
     values: np.ndarray, axis: int = -1, n_sigma: float = 3.0, iterations: int = 5
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sigma-clipped median and MAD-based standard deviation along ``axis``: ``(level, sigma)``.
+    """Sigma-clipped median and standard deviation along ``axis``: ``(level, sigma)``.
 
     Why robust: a stamp's outer pixels are sky plus the odd neighbouring star or
     cosmic ray; a plain standard deviation would report those, not the noise.
-    Clipping at ``n_sigma`` truncates a Gaussian, which shrinks its MAD by a
-    known factor; it is corrected exactly so pure Gaussian noise gives an
-    unbiased sigma. NaNs are ignored (used to mark excluded pixels).
+    The clipping threshold comes from the MAD; the returned sigma is the standard
+    deviation of the kept pixels, corrected for the truncation at ``n_sigma`` so
+    pure Gaussian noise gives an unbiased sigma. (A MAD-based sigma would be
+    quantised on integer-ADU stamps: the MAD of integers takes few values.) NaNs
+    are ignored (used to mark excluded pixels).
     """
     data = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
     kept = data
@@ -92,11 +94,14 @@ def robust_std(
         kept = np.where(np.abs(data - level) <= n_sigma * sigma, data, np.nan)
         level = np.nanmedian(kept, axis=-1, keepdims=True)
         sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(kept - level), axis=-1, keepdims=True)
-    # MAD of N(0, 1) truncated to |x| <= k: the p-quantile of |x| with p = (2 Phi(k) - 1) / 2.
+    kept = np.where(np.abs(data - level) <= n_sigma * sigma, data, np.nan)
+    # variance of N(0, 1) truncated to |x| <= k: 1 - 2 k phi(k) / (2 Phi(k) - 1)
     inside = 2.0 * stats.norm.cdf(n_sigma) - 1.0
-    truncated_mad = stats.norm.ppf(0.5 + 0.5 * 0.5 * inside)
-    sigma = sigma * (1.0 / MAD_TO_SIGMA) / truncated_mad
-    return level[..., 0], sigma[..., 0]
+    truncated_var = 1.0 - 2.0 * n_sigma * stats.norm.pdf(n_sigma) / inside
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as intended
+        sigma = np.nanstd(kept, axis=-1) / np.sqrt(truncated_var)
+    return level[..., 0], sigma
 
 
 def _ring_mask(size: int, inner_radius: float) -> np.ndarray:
