@@ -168,3 +168,24 @@ def test_epoch_offsets_shared_across_shards_of_a_field(hits2015):
     for values in by_field.values():
         assert all(v == values[0] for v in values)  # every object of a field-epoch shares it
     assert by_field["01"][0] != by_field["02"][0][: len(by_field["01"][0])]
+
+
+def test_each_object_gets_the_figures_of_its_ccd(tmp_path):
+    """A camera with per-CCD values: objects are spread over the CCDs and noise follows each gain."""
+    epochs = Survey.preset("hits2015").usable_epochs("01")
+    epochs.to_csv(tmp_path / "epochs.csv", index=False)
+    (tmp_path / "two_ccds.yaml").write_text(
+        "name: two_ccds\nepochs: epochs.csv\n"
+        "camera: {name: cam, pixel_scale: 0.27, gain: 4.0, read_noise: 6.0, saturation: 40000,\n"
+        "  ccds: {low: {gain: 1.0, read_noise: 6.0, saturation: 40000},\n"
+        "         high: {gain: 16.0, read_noise: 6.0, saturation: 40000}}}\n"
+    )
+    survey = Survey.load(tmp_path / "two_ccds.yaml")
+    task = plan_shards(survey, 60, classes=("EMPTY",), shard_size=60)[0]
+    ds = simulate_shard(survey, task, seed=2)
+    ccd = np.asarray(ds.metadata["ccd"])
+    assert set(ccd) == {"low", "high"}
+    corner_std = ds.stamps[:, :, :5, :5].std(axis=(2, 3))  # per epoch, away from the host galaxy
+    noise = {name: np.median(corner_std[ccd == name]) for name in ("low", "high")}
+    # sky ~115 ADU: sqrt(sky / gain) -> ~10.7 ADU at gain 1, ~2.7 ADU at gain 16
+    assert noise["low"] > 3 * noise["high"], noise
