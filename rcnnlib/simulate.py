@@ -220,7 +220,10 @@ def simulate_to_disk(
     tmp.mkdir(parents=True)
     entries: list[dict[str, Any]] = []
     bar = tqdm(
-        total=sum(t.n for t in tasks), unit="seq", desc=f"simulate {survey.name}", disable=not progress
+        total=sum(t.n for t in tasks),
+        unit="seq",
+        desc=f"simulate {survey.name}",
+        disable=None if progress else True,
     )
     try:
         if workers == 1 and scheduler is None:
@@ -283,7 +286,11 @@ def _run_on_dask(
             )
         client = Client(cluster)
     else:
-        cluster, client = None, Client(scheduler)
+        cluster = None
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
     try:
         survey_future = client.scatter(survey, broadcast=True)
         futures = [

@@ -87,6 +87,7 @@ def test_existing_output_is_not_overwritten(tmp_path, hits2015):
         (["--n-per-class", "2", "--classes", "QSO"], "unknown class 'QSO'"),
         (["--n-per-class", "2", "--fields", "77"], "no field(s) 77"),
         (["--n-per-class", "2", "--survey", "nowhere.yaml"], "nowhere.yaml: no such survey file"),
+        (["--n-per-class", "1", "--fields", "01", "--scheduler", "tcp://127.0.0.1:9"], "cannot reach"),
     ],
 )
 def test_bad_parameters_give_one_line(tmp_path, args, message):
