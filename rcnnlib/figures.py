@@ -530,3 +530,21 @@ def plot_distributions(
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
     return fig
+
+
+def bright_examples(ds: SequenceDataset, quantile: float = 0.9) -> dict[str, int]:
+    """Per class, the sequence whose brightest epoch sits at ``quantile`` of the class.
+
+    Random draws from a survey's magnitude distribution are mostly faint sources
+    barely above the noise; a high quantile shows what the class looks like while
+    staying typical (the very brightest are often saturated).
+    """
+    centre = ds.stamps[:, :, 9:12, 9:12].max(axis=(2, 3)) - ds.condition("sky")
+    peak = np.where(ds.mask, centre, -np.inf).max(axis=1)
+    chosen = {}
+    for label, name in enumerate(ds.class_names):
+        members = np.flatnonzero(ds.labels == label)
+        if members.size:
+            order = members[np.argsort(peak[members], kind="stable")]
+            chosen[name] = int(order[min(int(quantile * members.size), members.size - 1)])
+    return chosen
