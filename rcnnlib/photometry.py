@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from rcnnlib.dataset import SequenceDataset
+from rcnnlib.survey import preset_camera
 
-DECAM_PIXEL_SCALE = 0.27  # arcsec / pixel
-DECAM_GAIN = 4.104  # e- / ADU, CCD25 (typical)
-DECAM_READ_NOISE = 6.12  # e-, CCD25 (typical)
+_HITS_CAMERA = preset_camera("hits2015")  # the typical DECam CCD of data/surveys/hits2015.yaml
+DECAM_PIXEL_SCALE = _HITS_CAMERA.pixel_scale  # arcsec / pixel
+DECAM_GAIN = _HITS_CAMERA.gain  # e- / ADU
+DECAM_READ_NOISE = _HITS_CAMERA.read_noise  # e-
 AB_ZERO_POINT_UJY = 23.9  # AB magnitude of 1 microjansky
 _CHUNK = 1024  # sequences measured at once
 

@@ -103,10 +103,9 @@ def plan_shards(
 def simulate_shard(survey: Survey, task: ShardTask, seed: int) -> SequenceDataset:
     """All sequences of one task, from their own random stream.
 
-    Two draws are shared by all tasks of a field and so come from a generator keyed
-    by ``(seed, field)`` instead of the task's: the per-epoch magnitude offsets
-    (:func:`rcnnlib.images.epoch_mag_offsets`, the same for every object of a
-    field-epoch, as on real images). A random
+    The per-epoch magnitude offsets (:func:`rcnnlib.images.epoch_mag_offsets`) are
+    shared by every object of a field-epoch, as on real images, so they come from a
+    generator keyed by ``(seed, field)`` instead of the task's. A random
     :data:`~rcnnlib.images.REGISTRATION_FRACTION` of the sequences (every class) is
     resampled as if registered to a template grid; which ones is in
     ``metadata["resampled"]``.

@@ -11,6 +11,7 @@ so the package works without the real data. A user survey is a YAML file with a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,15 @@ class Camera:
         """Per-CCD gain, read noise and saturation (the typical CCD when none are listed)."""
         ccds = self.ccds or (CCD("typical", self.gain, self.read_noise, self.saturation),)
         return pd.DataFrame([c.__dict__ for c in ccds])
+
+
+@cache
+def preset_camera(name: str) -> Camera:
+    """The camera block of a preset, without reading its epochs table (cheap, cached)."""
+    if name not in PRESETS:
+        raise InputError(f"unknown survey {name!r}; presets are {', '.join(PRESETS)}")
+    path = data_dir() / "surveys" / f"{name}.yaml"
+    return Camera.from_dict(yaml.safe_load(path.read_text())["camera"], path)
 
 
 @dataclass

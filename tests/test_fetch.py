@@ -38,9 +38,7 @@ BIG = "real_obs/real_stamps/RRLyrae/Blind15A_04_N16_183_3343_g_stamp.npy"
 TIMEOUT = 5.0
 
 HITS = hits_dir()
-needs_hits = pytest.mark.skipif(
-    not all((HITS / p).is_file() for p in SUBSET), reason=f"real HiTS files not found under {HITS}"
-)
+needs_hits = pytest.mark.usefixtures("hits_root")  # fails, never skips, without the real data
 
 
 # --------------------------------------------------------------------------- loopback server

@@ -25,10 +25,11 @@ import pandas as pd
 
 from rcnnlib.paths import hits_dir
 from rcnnlib.psf import fit_moffat, moffat_alpha2
+from rcnnlib.survey import preset_camera
 
 HERE = Path(__file__).resolve().parent
-PIXEL_SCALE = 0.27
-GAIN = 4.104
+PIXEL_SCALE = preset_camera("hits2015").pixel_scale
+GAIN = preset_camera("hits2015").gain
 MIN_PEAK_SNR = 50.0  # peak / sky noise
 MAX_PEAK_ADU = 25000.0  # well below saturation (and the non-linear regime)
 MAX_REL_RMS = 0.03  # residual rms / peak: rejects neighbours, cosmics, bad fits
