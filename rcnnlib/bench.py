@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m rcnnlib.bench simulate [--n-per-class N] [--workers K] [--repeat R]``.
+"""Benchmarks: ``python -m rcnnlib.bench {simulate,rcnn,baseline} [options]``.
 
 Prints figures (sequences per second, peak memory); asserts nothing. Timings
 are medians over repeats, all measured in one run, because this machine's
@@ -8,6 +8,8 @@ speed varies from minute to minute.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import resource
 import shutil
 import statistics
@@ -71,6 +73,9 @@ def bench_simulate(
     print(f"  peak RSS: main process {own:,.0f} MB, largest worker {child:,.0f} MB")
 
 
+EXTRA_BENCHMARKS = ("rcnn", "baseline")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rcnnlib.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -86,7 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--out-dir", type=Path, default=None, help="where temporary output goes (needs ~20 GB for --paper)"
     )
+    p.set_defaults(func=_run_simulate)
+    # Other benchmarks live beside the code they measure: rcnnlib/bench_<name>.py
+    # provides add_parser(sub), which registers a sub-command with set_defaults(func=...).
+    for name in EXTRA_BENCHMARKS:
+        if importlib.util.find_spec(f"rcnnlib.bench_{name}") is not None:
+            importlib.import_module(f"rcnnlib.bench_{name}").add_parser(sub)
     args = parser.parse_args(argv)
+    args.func(args)
+
+
+def _run_simulate(args: argparse.Namespace) -> None:
     if args.paper:
         args.n_per_class, args.repeat, args.fields = 2500, 1, None
     bench_simulate(args.n_per_class, args.workers, args.repeat, args.fields, args.shard_size, args.out_dir)
