@@ -1,7 +1,7 @@
-"""``rcnnlib book``: execute the stage notebooks with a parameter profile, then build the HTML book.
+"""``rcnnlib book``: execute the stage notebooks with a parameter profile, cache them, build the HTML book.
 
-The notebooks are the paper's stages (survey, simulation, training, evaluation).
-They are thin: parameters cell, library calls, figures. This runner
+The notebooks are the paper's stages (survey, simulation, training, evaluation,
+baseline). They are thin: parameters cell, library calls, figures. This runner
 
 1. reads a profile ``params/<name>.yaml`` (``ci`` small and fast, ``default``
    laptop-sized, ``paper`` published scale) with ``common:`` values and one
@@ -9,7 +9,7 @@ They are thin: parameters cell, library calls, figures. This runner
 2. executes the notebooks listed in ``_toc.yml``, in that order, with papermill
    into a build folder outside the sources (``build/<profile>/`` by default),
    injecting only the parameters each notebook declares in its cell tagged
-   ``parameters``;
+   ``parameters``, and skipping every stage whose cache key is unchanged;
 3. copies the book sources beside the executed notebooks and runs
    ``jupyter-book build`` there (the book config has execution off: papermill
    already ran everything), giving ``build/<profile>/_build/html``.
@@ -17,19 +17,65 @@ They are thin: parameters cell, library calls, figures. This runner
 Adding a chapter is adding its notebook to ``_toc.yml`` and, if it needs
 non-default values, a section named after the notebook (file stem) in the
 profiles. Precedence, lowest first: the notebook's own default, values the
-runner provides (``hits_dir``, ``artifacts_dir``), the profile's ``common``, the
-profile's notebook section, ``-p KEY VALUE``, ``-p NOTEBOOK.KEY VALUE``.
+runner provides (below), the profile's ``common``, the profile's notebook
+section, ``-p KEY VALUE``, ``-p NOTEBOOK.KEY VALUE``.
+
+Values the runner provides (injected only into notebooks that declare them):
+
+* ``hits_dir``: the real HiTS folder (``$RCNNLIB_HITS_DIR`` or ``../shared/hits``);
+* ``artifacts_dir`` (alias ``artefacts_dir``): ``build/<profile>/artifacts``, the
+  artefact root of this build. **Contract**: stage ``<stem>`` writes its outputs
+  into ``<artifacts_dir>/<stem>/`` (the runner empties and creates that folder
+  before it executes the stage) and reads earlier stages' outputs from
+  ``<artifacts_dir>/<earlier stem>/``, e.g. ``03_training`` writes
+  ``<artifacts_dir>/03_training/model.keras`` and ``04_real_evaluation`` reads it.
+  Never write into the sources. A stage's outputs are valid once its record says
+  so (below), so a reader never sees a half-written stage;
+* ``stage_records``: the folder of stage records (below). A notebook that declares
+  it is a *summary* stage (the "Reproduce and extend" chapter): it reads the
+  others' records, so it runs after every other stage, wherever it sits in the toc;
+* ``source_dir``: the book sources (repository root), ``profile_name``: the profile.
+
+Caching. Each stage's key is a hash of its resolved parameters, its code cells
+(and which one is the parameters cell), the package source and packaged data
+(``rcnnlib/`` and ``data/``), the versions of Python and of the direct
+dependencies, the fingerprint of the real-data folder (``MANIFEST.sha256`` plus
+every file's size and mtime) and the keys of all earlier stages, a conservative
+chain. After a successful execution the runner writes
+``build/<profile>/stages/<stem>.json`` atomically (key, parameters, wall time,
+the run ids of the earlier stages it read). A stage is skipped when its record
+is ``ok``, has the same key, and the earlier stages have not been re-executed
+since; otherwise it and every later stage run again. Editing only the markdown
+(or cell tags) of a notebook re-renders it without re-executing. An interrupted
+run therefore resumes at the first stage without a valid record.
+
+Each executed copy (``build/<profile>/book/<stem>.ipynb``) gets a box at its top
+listing the parameters it ran with and where each value came from. A failed
+stage leaves its executed notebook, error included, at that same path; the
+HTML book is built only when every stage is up to date, and a run that leaves a
+stage failed or out of date removes the previous ``_build/html``, so no book is
+ever read from stale results. ``build/<profile>/book-run.json`` records the last
+run: which stages ran or came from the cache, wall times, parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import importlib.metadata
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +213,15 @@ def resolve_parameters(
     profile: Mapping[str, Any],
     overrides: Mapping[str, Any] | None = None,
     provided: Mapping[str, Any] | None = None,
+    origins: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Parameters to inject into each notebook (by stem), keeping only the ones it declares.
 
     ``declared`` maps notebook stem -> declared parameters; ``provided`` are
     runner values (paths) injected where declared. Keys that no notebook
     declares are errors that list the valid ones, so a typo never passes silently.
+    ``origins``, if given, is filled with stem -> name -> which layer set the value
+    (shown in the parameter box at the top of each executed chapter).
     """
     overrides = dict(overrides or {})
     provided = dict(provided or {})
@@ -213,21 +262,47 @@ def resolve_parameters(
 
     resolved: dict[str, dict[str, Any]] = {}
     for stem, params in declared.items():
+        name = profile.get("name", "profile")
         layers = (
-            provided,
-            profile.get("common", {}),
-            profile.get("notebooks", {}).get(stem, {}),
-            plain,
-            qualified.get(stem, {}),
+            ("runner", provided),
+            (f"profile {name} (common)", profile.get("common", {})),
+            (f"profile {name} (notebooks.{stem})", profile.get("notebooks", {}).get(stem, {})),
+            ("command line (-p KEY)", plain),
+            (f"command line (-p {stem}.KEY)", qualified.get(stem, {})),
         )
         values: dict[str, Any] = {}
-        for layer in layers:
-            values.update({k: v for k, v in layer.items() if k in params})
+        where: dict[str, str] = {}
+        for label, layer in layers:
+            for k, v in layer.items():
+                if k in params:
+                    values[k] = v
+                    where[k] = label
         resolved[stem] = values
+        if origins is not None:
+            origins[stem] = where
     return resolved
 
 
 # -------------------------------------------------------------- execution
+RECORDS_DIR = "stages"
+RUN_FILE = "book-run.json"
+RUNNING_DIR = ".running"
+LOCK_FILE = ".lock"
+SUMMARY_PARAMETER = "stage_records"
+PARAMETERS_TAG = "rcnnlib-parameters"
+INJECTED_TAG = "injected-parameters"
+CACHE_FORMAT = 1
+RUNNER_PROVIDED = (
+    "hits_dir",
+    "artifacts_dir",
+    "artefacts_dir",
+    SUMMARY_PARAMETER,
+    "source_dir",
+    "profile_name",
+)
+"""Parameters the runner sets (see the module docstring), injected where a notebook declares them."""
+
+
 def _first_line(source: str) -> str:
     lines = [line.strip() for line in source.splitlines() if line.strip()]
     return lines[0] if lines else ""
@@ -245,15 +320,24 @@ def _code_cell_number(notebook: Path, source: str) -> int | None:
     return None
 
 
-def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], label: str) -> None:
+def execute_notebook(
+    source: Path,
+    output: Path,
+    parameters: Mapping[str, Any],
+    label: str,
+    cwd: Path | None = None,
+    kept_at: Path | None = None,
+) -> None:
     """Run one notebook with papermill into ``output``; a failure is one :class:`InputError` line.
 
-    The partial notebook stays at ``output`` so the traceback can be read there.
+    The partial notebook stays at ``output`` (or wherever the caller moves it:
+    ``kept_at``, named in the message) so the traceback can be read there.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    kept_at = kept_at or output
     previous = os.environ.get("MPLBACKEND")
     # A headless MPLBACKEND=Agg inherited from the caller would stop the kernel from
     # rendering figures into the notebook; the inline backend is headless too.
@@ -264,7 +348,7 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], 
             str(output),
             parameters=dict(parameters),
             kernel_name=KERNEL_NAME,
-            cwd=str(output.parent),
+            cwd=str(cwd or output.parent),
             progress_bar=False,
             log_output=False,
             # the kernel's own start-up warnings (TCP transport...) are noise in a build log
@@ -276,12 +360,12 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], 
         evalue = " ".join(str(exc.evalue).split())
         raise InputError(
             f"{where} ({_first_line(exc.source)!r}) raised {exc.ename}: {evalue}; "
-            f"partial notebook kept at {output}",
+            f"partial notebook kept at {kept_at}",
             label,
         ) from None
     except Exception as exc:  # dead kernel, timeout, missing kernel...
         message = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(f"execution failed: {message}; partial notebook kept at {output}", label) from None
+        raise InputError(f"execution failed: {message}; partial notebook kept at {kept_at}", label) from None
     finally:
         if previous is None:
             os.environ.pop("MPLBACKEND", None)
@@ -289,8 +373,258 @@ def execute_notebook(source: Path, output: Path, parameters: Mapping[str, Any], 
             os.environ["MPLBACKEND"] = previous
 
 
+# ------------------------------------------------------------ fingerprints
+def _digest(obj: Any) -> str:
+    """sha256 of a JSON-able object (sorted keys; paths and other objects as strings)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hash_tree(root: Path, skip: Iterable[str] = ("__pycache__", ".ipynb_checkpoints")) -> str:
+    """Content hash of every file under ``root`` (relative names included), skipping caches."""
+    digest = hashlib.sha256()
+    skip = set(skip)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if skip & set(rel.parts) or path.suffix == ".pyc":
+            continue
+        digest.update(f"{rel.as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def library_fingerprint() -> str:
+    """The package source and its packaged data: any change re-runs every stage (conservative)."""
+    parts = [_hash_tree(paths.PACKAGE_DIR)]
+    data = paths.data_dir()
+    if data.is_dir() and not data.is_relative_to(paths.PACKAGE_DIR):
+        parts.append(_hash_tree(data))
+    return _digest(parts)
+
+
+def environment_fingerprint() -> dict[str, Any]:
+    """Python's version and the installed versions of the package's direct dependencies."""
+    versions: dict[str, str | None] = {}
+    try:
+        requirements = importlib.metadata.requires("rcnnlib") or []
+    except importlib.metadata.PackageNotFoundError:  # running from a bare checkout
+        requirements = []
+    for requirement in requirements:
+        if "extra ==" in requirement:
+            continue
+        name = re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0]
+        try:
+            versions[name.lower()] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name.lower()] = None
+    return {"python": sys.version.split()[0], "packages": versions}
+
+
+def data_fingerprint(folder: Path) -> str:
+    """The real-data folder: its ``MANIFEST.sha256`` and every file's size and mtime (cheap, no reading)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "missing"
+    digest = hashlib.sha256()
+    manifest = folder / "MANIFEST.sha256"
+    if manifest.is_file():
+        digest.update(manifest.read_bytes())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def notebook_hashes(notebook: Path) -> tuple[str, str]:
+    """(code hash, presentation hash): what execution depends on, and the markdown and tags it does not."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    code = [(c.source, "parameters" in c.metadata.get("tags", [])) for c in nb.cells if c.cell_type == "code"]
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    shown = [
+        (c.cell_type, c.source if c.cell_type != "code" else "", c.metadata.get("tags", [])) for c in nb.cells
+    ]
+    return _digest({"code": code, "kernel": kernel}), _digest(shown)
+
+
+# ----------------------------------------------------------------- stages
+@dataclass
+class Stage:
+    """One notebook of the book and what the runner knows about it."""
+
+    notebook: Path  # relative to the sources
+    declared: dict[str, Any]
+    summary: bool = False
+
+    @property
+    def stem(self) -> str:
+        return self.notebook.stem
+
+
+@dataclass
+class StageResult:
+    """What happened to a stage in one run: executed, cached, refreshed (prose only), failed, or not run."""
+
+    stage: str
+    status: str
+    key: str | None = None
+    seconds: float = 0.0
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class BookRun:
+    """The outcome of :func:`run_book`."""
+
+    build_dir: Path
+    stages: list[StageResult] = field(default_factory=list)
+    html: Path | None = None
+    stale: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def executed(self) -> list[str]:
+        return [s.stage for s in self.stages if s.status == "executed"]
+
+    @property
+    def cached(self) -> list[str]:
+        return [s.stage for s in self.stages if s.status in ("cached", "refreshed")]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_record(records: Path, stem: str) -> dict[str, Any] | None:
+    """A stage's record, or None if it has none (or an unreadable one, which counts as none)."""
+    try:
+        record = json.loads((records / f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def stage_records(records: str | Path) -> list[dict[str, Any]]:
+    """Every stage record of a build folder's ``stages/`` (for the "Reproduce and extend" chapter)."""
+    folder = Path(records)
+    found = (read_record(folder, p.stem) for p in sorted(folder.glob("*.json")))
+    return [r for r in found if r is not None]
+
+
+@contextlib.contextmanager
+def _build_lock(build: Path) -> Iterator[None]:
+    """One run per build folder at a time: two would overwrite each other's stages."""
+    build.mkdir(parents=True, exist_ok=True)
+    with (build / LOCK_FILE).open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another `rcnnlib book` run is using this build folder", build) from None
+        yield
+
+
+def _format_value(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+
+
+def parameters_markdown(
+    stage: Stage,
+    values: Mapping[str, Any],
+    origins: Mapping[str, str],
+    profile: str,
+    record: Mapping[str, Any],
+) -> str:
+    """The box at the top of an executed chapter: every parameter, its value and where it came from."""
+    rows = []
+    for name, info in stage.declared.items():
+        if name in values:
+            value, origin = _format_value(values[name]), origins.get(name, "runner")
+        else:
+            value, origin = f"`{info.get('default', '')}`".replace("|", "\\|"), "notebook default"
+        meaning = str(info.get("help") or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | {value} | {origin} | {meaning} |")
+    status = "ran" if record.get("status") == "ok" else "**failed**"
+    lines = [
+        ":::{admonition} Parameters of this run",
+        ":class: note",
+        f"Profile `{profile}`; {status} {record.get('finished', '')[:16].replace('T', ' ')} UTC "
+        f"in {record.get('seconds', 0):.0f} s; stage key `{str(record.get('key', ''))[:12]}`.",
+        "",
+    ]
+    if rows:
+        lines += ["| parameter | value | set by | meaning |", "|---|---|---|---|", *rows, ""]
+    else:
+        lines += ["This chapter has no parameters.", ""]
+    lines += [
+        f"Re-run with other values: `rcnnlib book --profile {profile} --only {stage.stem} "
+        f"-p {stage.stem}.KEY VALUE` (see *Reproduce and extend*).",
+        ":::",
+    ]
+    return "\n".join(lines)
+
+
+def _decorate(executed: Any, box: str) -> Any:
+    """Put the parameter box under the chapter title and hide papermill's injected cell in the HTML."""
+    from nbformat.v4 import new_markdown_cell
+
+    cells = [c for c in executed.cells if PARAMETERS_TAG not in c.metadata.get("tags", [])]
+    for cell in cells:
+        tags = cell.metadata.get("tags", [])
+        if INJECTED_TAG in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    at = 1 if cells and cells[0].cell_type == "markdown" and cells[0].source.lstrip().startswith("#") else 0
+    cells.insert(at, new_markdown_cell(box, metadata={"tags": [PARAMETERS_TAG]}))
+    executed.cells = cells
+    return executed
+
+
+def _refresh_presentation(source: Path, executed_path: Path) -> bool:
+    """Copy markdown and tags from the source into an executed copy whose code is unchanged.
+
+    Returns False when the cells do not line up (then the stage is re-executed).
+    """
+    import nbformat
+
+    src = nbformat.read(source, as_version=4)
+    done = nbformat.read(executed_path, as_version=4)
+    box = [c for c in done.cells if PARAMETERS_TAG in c.metadata.get("tags", [])]
+    injected = [c for c in done.cells if INJECTED_TAG in c.metadata.get("tags", [])]
+    code = [c for c in done.cells if c.cell_type == "code" and INJECTED_TAG not in c.metadata.get("tags", [])]
+    if len(code) != sum(c.cell_type == "code" for c in src.cells):
+        return False
+    it = iter(code)
+    cells = []
+    for cell in src.cells:
+        if cell.cell_type != "code":
+            cells.append(cell)
+            continue
+        ran = next(it)
+        if ran.source != cell.source:
+            return False
+        keep = {k: v for k, v in ran.metadata.items() if k not in ("tags",)}
+        ran.metadata = {**keep, **({"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {})}
+        cells.append(ran)
+        if "parameters" in cell.metadata.get("tags", []):
+            cells.extend(injected)
+    done.cells = cells
+    if box:
+        _decorate(done, box[0].source)
+    _atomic_write(executed_path, nbformat.writes(done))
+    return True
+
+
 def copy_book_sources(source_dir: Path, build_dir: Path) -> None:
-    """Copy the book config and non-notebook sources beside the executed notebooks."""
+    """Copy the book config and non-notebook sources beside the executed notebooks (mtimes kept)."""
     for name in BOOK_FILES:
         src = source_dir / name
         if src.is_file():
@@ -303,6 +637,8 @@ def copy_book_sources(source_dir: Path, build_dir: Path) -> None:
             if src.is_dir() or src.suffix == ".ipynb" or skip & set(rel.parts):
                 continue
             dest = build_dir / rel
+            if dest.is_file() and dest.stat().st_mtime_ns == src.stat().st_mtime_ns:
+                continue  # unchanged: keep Sphinx's incremental build incremental
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest)
 
@@ -327,19 +663,37 @@ def build_html(build_dir: Path) -> Path:
     return html
 
 
-def _select(notebooks: list[Path], only: Sequence[str] | None) -> list[Path]:
+def _select(stages: list[Stage], only: Sequence[str] | None) -> set[str]:
+    """Stems to bring up to date: ``--only`` names plus every regular stage before the last one named."""
     if not only:
-        return notebooks
+        return {s.stem for s in stages}
     by_name = {}
-    for nb in notebooks:
+    for stage in stages:
+        nb = stage.notebook
         for alias in (nb.stem, nb.name, str(nb), str(nb.with_suffix(""))):
-            by_name[alias] = nb
+            by_name[alias] = stage
     unknown = [name for name in only if name not in by_name]
     if unknown:
-        names = ", ".join(nb.stem for nb in notebooks)
+        names = ", ".join(s.stem for s in stages)
         raise InputError(f"--only: unknown notebook(s) {', '.join(unknown)}; the book has {names}")
-    chosen = {by_name[name] for name in only}
-    return [nb for nb in notebooks if nb in chosen]
+    chosen = [by_name[name] for name in only]
+    regular = [s for s in stages if not s.summary]
+    if any(s.summary for s in chosen):  # a summary reads every regular stage
+        last = len(regular) - 1
+    else:
+        last = max(regular.index(s) for s in chosen)
+    return {s.stem for s in regular[: last + 1]} | {s.stem for s in chosen}
+
+
+def book_stages(source_dir: Path) -> list[Stage]:
+    """The book's stages in execution order: ``_toc.yml`` order, summary stages last."""
+    notebooks = toc_notebooks(source_dir)
+    stages = [Stage(nb, declared_parameters(source_dir / nb)) for nb in notebooks]
+    if len({s.stem for s in stages}) != len(stages):
+        raise InputError("two notebooks in _toc.yml share a file name; stems must be unique", source_dir)
+    for stage in stages:
+        stage.summary = SUMMARY_PARAMETER in stage.declared
+    return [s for s in stages if not s.summary] + [s for s in stages if s.summary]
 
 
 def run_book(
@@ -350,15 +704,17 @@ def run_book(
     html: bool = True,
     source_dir: str | Path | None = None,
     progress: bool = True,
-) -> Path:
-    """Execute the book's notebooks with a profile and build the HTML; returns the build folder.
+    force: bool = False,
+) -> BookRun:
+    """Bring the book's stages up to date with a profile (cached ones are skipped), then build the HTML.
 
     ``source_dir`` (default: the repository) holds ``_config.yml``, ``_toc.yml``,
-    ``book/`` and ``params/``. ``only`` runs a subset of notebooks (by stem);
-    the others keep their previous executed copy in the build folder.
+    ``book/`` and ``params/``. ``only`` brings these stages (by stem) up to date,
+    with the earlier stages they read; later stages are left as they are.
+    ``force`` re-executes the selected stages even when their cache is valid.
+    The HTML is built only if every stage is up to date.
     """
-    from tqdm import tqdm
-
+    started = time.perf_counter()
     source_dir = Path(source_dir or paths.REPO_ROOT).resolve()
     prof = load_profile(profile, params_dir(source_dir))
     build = Path(build_dir or source_dir / "build" / prof["name"]).resolve()
@@ -366,31 +722,251 @@ def run_book(
         if build == source_dir or build.is_relative_to(source_dir / folder):
             raise InputError("the build folder must lie outside the book sources", build)
 
-    notebooks = toc_notebooks(source_dir)
-    declared = {nb.stem: declared_parameters(source_dir / nb) for nb in notebooks}
-    if len(declared) != len(notebooks):
-        raise InputError("two notebooks in _toc.yml share a file name; stems must be unique", source_dir)
+    stages = book_stages(source_dir)
     artifacts = build / ARTIFACTS_DIR
-    provided = {"hits_dir": str(paths.hits_dir()), "artifacts_dir": str(artifacts)}
-    parameters = resolve_parameters(declared, prof, overrides, provided)
-    selected = _select(notebooks, only)
+    records = build / RECORDS_DIR
+    provided = {
+        "hits_dir": str(paths.hits_dir()),
+        "artifacts_dir": str(artifacts),
+        "artefacts_dir": str(artifacts),
+        SUMMARY_PARAMETER: str(records),
+        "source_dir": str(source_dir),
+        "profile_name": prof["name"],
+    }
+    origins: dict[str, dict[str, str]] = {}
+    declared = {s.stem: s.declared for s in stages}
+    parameters = resolve_parameters(declared, prof, overrides, provided, origins)
+    selected = _select(stages, only)
 
-    build.mkdir(parents=True, exist_ok=True)
-    artifacts.mkdir(exist_ok=True)
-    with tqdm(selected, desc=f"book [{prof['name']}]", unit="notebook", disable=not progress) as bar:
-        for nb in bar:
-            bar.set_postfix_str(nb.stem)
+    say = _printer(progress)
+    result = BookRun(build)
+    with _build_lock(build):
+        artifacts.mkdir(parents=True, exist_ok=True)
+        common = {
+            "format": CACHE_FORMAT,
+            "library": library_fingerprint(),
+            "environment": environment_fingerprint(),
+        }
+        book_sources = {  # summary stages tabulate every profile and every parameters cell
+            "profiles": _hash_tree(params_dir(source_dir)),
+            "code": [notebook_hashes(source_dir / s.notebook)[0] for s in stages],
+        }
+        data_fps: dict[str, str] = {}
+        keys: list[str] = []
+        runs: list[str | None] = []
+        for stage in stages:
+            values = parameters[stage.stem]
+            hits = str(values.get("hits_dir") or paths.hits_dir())
+            if hits not in data_fps:
+                data_fps[hits] = data_fingerprint(Path(hits))
+            code_hash, shown_hash = notebook_hashes(source_dir / stage.notebook)
+            key = _digest(
+                {
+                    **common,
+                    "notebook": stage.notebook.as_posix(),
+                    "code": code_hash,
+                    "parameters": values,
+                    "data": data_fps[hits],
+                    "upstream": keys,
+                    **({"book": book_sources} if stage.summary else {}),
+                }
+            )
+            record = read_record(records, stage.stem)
+            executed_path = build / stage.notebook
+            use_cache = (
+                record is not None
+                and record.get("status") == "ok"
+                and record.get("key") == key
+                and record.get("upstream_runs") == runs
+                and executed_path.is_file()
+                and not (force and stage.stem in selected)
+            )
+            status = "cached"
+            if use_cache and record.get("shown") != shown_hash:  # markdown or tags edited: re-render only
+                use_cache = _refresh_presentation(source_dir / stage.notebook, executed_path)
+                if use_cache:
+                    record["shown"] = shown_hash
+                    _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
+                    status = "refreshed"
+            regular_fresh = all(r.status in ("cached", "refreshed", "executed") for r in result.stages)
+            if use_cache:
+                result.stages.append(StageResult(stage.stem, status, key, 0.0, record))
+                when, took = record.get("finished", "?"), record.get("seconds", 0)
+                say(f"  {stage.stem}: {status} (executed {when} in {took:.0f} s)")
+            elif not (stage.stem in selected or (stage.summary and regular_fresh)):
+                result.stages.append(StageResult(stage.stem, "not run", key, 0.0, record))
+                say(f"  {stage.stem}: out of date, not run")
+            else:
+                say(f"  {stage.stem}: running...")
+                record = _execute_stage(
+                    stage,
+                    source_dir,
+                    build,
+                    values,
+                    origins.get(stage.stem, {}),
+                    prof["name"],
+                    key,
+                    shown_hash,
+                    runs,
+                )
+                if record["status"] != "ok":
+                    result.stages.append(StageResult(stage.stem, "failed", key, record["seconds"], record))
+                    _remove_html(build)
+                    result.seconds = time.perf_counter() - started
+                    _write_run(build, prof["name"], result, parameters, overrides)
+                    raise InputError(f"{record['error']}; HTML not built", stage.notebook.as_posix())
+                result.stages.append(StageResult(stage.stem, "executed", key, record["seconds"], record))
+                say(f"  {stage.stem}: executed in {record['seconds']:.0f} s")
+            keys.append(key)
+            runs.append(record.get("run_id") if result.stages[-1].status != "not run" and record else None)
+
+        result.stale = [s.stage for s in result.stages if s.status == "not run"]
+        copy_book_sources(source_dir, build)
+        if result.stale:
+            _remove_html(build)
+            say(f"  HTML not built: {', '.join(result.stale)} out of date (run without --only to build them)")
+        elif html:
             start = time.perf_counter()
-            execute_notebook(source_dir / nb, build / nb, parameters[nb.stem], label=str(nb))
-            bar.write(f"  {nb.stem}: {time.perf_counter() - start:.0f} s")
-    for nb in notebooks:  # not selected this time and never executed: show the source
-        if not (build / nb).is_file():
-            (build / nb).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source_dir / nb, build / nb)
-    copy_book_sources(source_dir, build)
-    if html:
-        build_html(build)
-    return build
+            result.html = build_html(build)
+            say(f"  HTML built in {time.perf_counter() - start:.0f} s")
+        result.seconds = time.perf_counter() - started
+        _write_run(build, prof["name"], result, parameters, overrides)
+    return result
+
+
+def _printer(progress: bool):
+    def say(text: str) -> None:
+        if progress:
+            print(text, flush=True)
+
+    return say
+
+
+def _remove_html(build: Path) -> None:
+    """No stale book: the HTML of an earlier build goes when a stage fails or is left out of date."""
+    shutil.rmtree(build / "_build" / "html", ignore_errors=True)
+
+
+def _execute_stage(
+    stage: Stage,
+    source_dir: Path,
+    build: Path,
+    values: Mapping[str, Any],
+    origins: Mapping[str, str],
+    profile: str,
+    key: str,
+    shown_hash: str,
+    runs: list[str | None],
+) -> dict[str, Any]:
+    """Execute one stage into a scratch copy, then publish notebook and record atomically."""
+    import nbformat
+
+    records = build / RECORDS_DIR
+    final = build / stage.notebook
+    scratch = build / RUNNING_DIR / stage.notebook
+    record: dict[str, Any] = {
+        "stage": stage.stem,
+        "notebook": stage.notebook.as_posix(),
+        "profile": profile,
+        "key": key,
+        "shown": shown_hash,
+        "status": "running",  # what an interrupted run leaves: not ok, so the next run re-executes
+        "run_id": uuid.uuid4().hex,
+        "upstream_runs": list(runs),
+        "parameters": dict(values),
+        "started": _now(),
+    }
+    _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
+    stage_dir = build / ARTIFACTS_DIR / stage.stem
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    stage_dir.mkdir(parents=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        execute_notebook(
+            source_dir / stage.notebook,
+            scratch,
+            values,
+            stage.notebook.as_posix(),
+            cwd=final.parent,
+            kept_at=final,
+        )
+        record["status"] = "ok"
+    except InputError as exc:
+        record["status"] = "failed"
+        record["error"] = exc.problem
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["finished"] = _now()
+    if scratch.is_file():
+        executed = nbformat.read(scratch, as_version=4)
+        box = parameters_markdown(stage, values, origins, profile, record)
+        _atomic_write(final, nbformat.writes(_decorate(executed, box)))
+        scratch.unlink()
+    elif record["status"] == "failed":
+        record["error"] = record["error"].replace(
+            f"partial notebook kept at {final}", "no notebook was written"
+        )
+    _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
+    return record
+
+
+def _write_run(
+    build: Path,
+    profile: str,
+    result: BookRun,
+    parameters: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None,
+) -> None:
+    """``book-run.json``: this run's stages (executed or cached), their wall times and parameters."""
+    summary = {
+        "profile": profile,
+        "finished": _now(),
+        "seconds": round(result.seconds, 2),
+        "overrides": dict(overrides or {}),
+        "html": str(result.html) if result.html else None,
+        "stages": [
+            {
+                "stage": s.stage,
+                "status": s.status,
+                "key": s.key,
+                "seconds_this_run": round(s.seconds, 2),
+                "seconds_last_execution": (s.record or {}).get("seconds"),
+                "executed": (s.record or {}).get("finished"),
+                "parameters": parameters.get(s.stage, {}),
+            }
+            for s in result.stages
+        ],
+    }
+    _atomic_write(build / RUN_FILE, json.dumps(summary, indent=1, default=str))
+
+
+# ------------------------------------------------------------- the chapters
+def parameter_table(source_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every parameter of every notebook: default, meaning and value in each profile (for the book).
+
+    Read from the notebooks' ``parameters`` cells (``name = value  # meaning``)
+    and ``params/*.yaml``; runner-provided values are marked as such.
+    """
+    source_dir = Path(source_dir or paths.REPO_ROOT)
+    stages = book_stages(source_dir)
+    declared = {s.stem: s.declared for s in stages}
+    profiles = {
+        name: load_profile(name, params_dir(source_dir))
+        for name in available_profiles(params_dir(source_dir))
+    }
+    resolved = {name: resolve_parameters(declared, prof) for name, prof in profiles.items()}
+    rows = []
+    for stem, params in declared.items():
+        for name, info in params.items():
+            row = {"notebook": stem, "parameter": name, "default": info.get("default", "")}
+            for profile, values in resolved.items():
+                if name in RUNNER_PROVIDED:
+                    row[profile] = "(runner)"
+                else:
+                    row[profile] = json.dumps(values[stem][name], default=str) if name in values[stem] else ""
+            row["meaning"] = info.get("help") or ""
+            rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------- CLI
@@ -398,8 +974,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register ``rcnnlib book``."""
     parser = sub.add_parser(
         "book",
-        help="execute the notebooks with a parameter profile and build the HTML book",
-        description="Execute the stage notebooks with a parameter profile, then build the HTML book.",
+        help="execute the notebooks with a parameter profile (cached) and build the HTML book",
+        description="Execute the stage notebooks with a parameter profile, re-running only stages whose "
+        "parameters, code or data changed, then build the HTML book.",
     )
     parser.add_argument("--profile", default="default", help="params/<NAME>.yaml: ci, default or paper")
     parser.add_argument(
@@ -412,23 +989,32 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         help="override a parameter (KEY or NOTEBOOK.KEY); VALUE is read as YAML (3, 0.5, true, null)",
     )
     parser.add_argument("--build-dir", type=Path, help="output folder (default build/<profile>)")
-    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NOTEBOOK",
+        help="bring only these notebooks up to date (and the earlier ones they read, if out of date)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="re-execute the selected notebooks even if cached"
+    )
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks but skip jupyter-book")
     parser.set_defaults(func=_cmd_book)
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    build = run_book(
+    result = run_book(
         profile=args.profile,
         overrides=parse_overrides(args.param),
         build_dir=args.build_dir,
         only=args.only,
         html=not args.no_html,
+        force=args.force,
     )
-    elapsed = time.perf_counter() - start
-    if args.no_html:
-        print(f"executed notebooks in {build} ({elapsed:.0f} s)")
+    ran = ", ".join(result.executed) or "nothing"
+    print(f"executed {ran}; {len(result.cached)} stage(s) from the cache; {result.seconds:.0f} s in all")
+    if result.html:
+        print(f"book: {result.html / 'index.html'}")
     else:
-        print(f"book built in {elapsed:.0f} s: {build / '_build' / 'html' / 'index.html'}")
+        print(f"executed notebooks in {result.build_dir / 'book'} (no HTML)")
     return 0

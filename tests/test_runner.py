@@ -162,14 +162,16 @@ def test_run_book_executes_in_order_and_stops_at_failing_cell(tiny_book: Path, t
     assert "no parameters here" in b.cells[-1].outputs[0]["text"]
 
 
-def test_run_book_only_and_source_copy(tiny_book: Path, tmp_path: Path):
+def test_run_book_only_brings_earlier_stages_up_to_date(tiny_book: Path, tmp_path: Path):
     build = tmp_path / "out"
     out = runner.run_book(
-        "tiny", build_dir=build, only=["b"], html=False, source_dir=tiny_book, progress=False
+        "tiny", build_dir=build, only=["b"], html=True, source_dir=tiny_book, progress=False
     )
-    assert out == build.resolve()
+    assert out.build_dir == build.resolve()
+    assert out.executed == ["a", "b"]  # b may read a's artefacts: a is brought up to date too
+    assert out.stale == ["c"] and out.html is None  # c not run: no HTML from a half-built book
     assert (build / "_toc.yml").is_file() and (build / "book" / "intro.md").is_file()
-    assert (build / "book" / "c.ipynb").is_file()  # never executed: the source copy stands in
+    assert not (build / "book" / "c.ipynb").exists()
     with pytest.raises(InputError, match=r"unknown notebook.*a, b, c"):
         runner.run_book("tiny", build_dir=build, only=["zz"], html=False, source_dir=tiny_book)
 
@@ -189,3 +191,174 @@ def test_cli_registers_book_command():
     )
     assert args.profile == "ci" and args.param == [["seed", "3"]] and args.only == ["01_hits_survey"]
     assert args.no_html and args.func is runner._cmd_book
+
+
+# ------------------------------------------------------------------ caching
+ONE = (
+    "from pathlib import Path\n"
+    "stage = Path(artifacts_dir) / '01_one'\n"
+    "(stage / 'value.txt').write_text(str(seed))\n"
+    "with open(Path(artifacts_dir).parent / 'executions.log', 'a') as log:\n"
+    "    log.write('01_one\\n')"
+)
+TWO = (
+    "from pathlib import Path\n"
+    "if fail:\n"
+    "    raise RuntimeError('asked to fail')\n"
+    "seed_one = int((Path(artifacts_dir) / '01_one' / 'value.txt').read_text())\n"
+    "(Path(artifacts_dir) / '02_two' / 'value.txt').write_text(str(seed_one * scale))\n"
+    "with open(Path(artifacts_dir).parent / 'executions.log', 'a') as log:\n"
+    "    log.write('02_two\\n')"
+)
+
+
+@pytest.fixture
+def cached_book(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two stages: 02_two reads what 01_one wrote into its artefact folder.
+
+    The library fingerprint is pinned: other work on ``rcnnlib/`` during a test run
+    would (rightly) invalidate the cache; the test that changes it sets it itself.
+    """
+    monkeypatch.setattr(runner, "library_fingerprint", lambda: "pinned library")
+    src = tmp_path / "src"
+    write_notebook(src / "book" / "01_one.ipynb", "seed = 1  # the seed\nartifacts_dir = None", ONE)
+    write_notebook(
+        src / "book" / "02_two.ipynb",
+        "scale = 2  # multiplies the seed\nfail = False  # raise, to test failures\nartifacts_dir = None",
+        TWO,
+    )
+    (src / "book" / "intro.md").write_text("# Cached book\n")
+    (src / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/01_one\n  - file: book/02_two\n"
+    )
+    (src / "_config.yml").write_text("title: cached\nexecute:\n  execute_notebooks: 'off'\n")
+    (src / "params").mkdir()
+    (src / "params" / "tiny.yaml").write_text("common:\n  seed: 3\nnotebooks: {}\n")
+    return src
+
+
+def run_cached(src: Path, build: Path, overrides: dict | None = None, **kwargs) -> runner.BookRun:
+    kwargs.setdefault("html", False)
+    return runner.run_book("tiny", overrides, build_dir=build, source_dir=src, progress=False, **kwargs)
+
+
+def executions(build: Path) -> list[str]:
+    log = build / "executions.log"
+    return log.read_text().split() if log.is_file() else []
+
+
+def test_unchanged_rerun_executes_nothing_and_changes_rerun_downstream(cached_book: Path, tmp_path: Path):
+    build = tmp_path / "out"
+    first = run_cached(cached_book, build)
+    assert first.executed == ["01_one", "02_two"] and executions(build) == ["01_one", "02_two"]
+    assert (build / "artifacts" / "02_two" / "value.txt").read_text() == "6"
+    # records: key, wall time, parameters; the run summary lists every stage
+    record = json.loads((build / "stages" / "01_one.json").read_text())
+    assert record["status"] == "ok" and record["seconds"] > 0 and record["parameters"]["seed"] == 3
+    summary = json.loads((build / "book-run.json").read_text())
+    assert [s["status"] for s in summary["stages"]] == ["executed", "executed"]
+
+    again = run_cached(cached_book, build)
+    assert again.executed == [] and again.cached == ["01_one", "02_two"]
+    assert executions(build) == ["01_one", "02_two"]
+
+    changed = run_cached(cached_book, build, {"02_two.scale": 5})  # the last stage only
+    assert changed.executed == ["02_two"]
+    assert (build / "artifacts" / "02_two" / "value.txt").read_text() == "15"
+
+    upstream = run_cached(cached_book, build, {"seed": 4, "02_two.scale": 5})  # the first: both re-run
+    assert upstream.executed == ["01_one", "02_two"]
+    assert (build / "artifacts" / "02_two" / "value.txt").read_text() == "20"
+    assert run_cached(cached_book, build, {"seed": 4, "02_two.scale": 5}).executed == []
+
+
+def test_parameter_box_at_the_top_of_each_executed_chapter(cached_book: Path, tmp_path: Path):
+    build = tmp_path / "out"
+    run_cached(cached_book, build, {"02_two.scale": 7}, only=["02_two"])
+    nb = nbformat.read(build / "book" / "02_two.ipynb", as_version=4)
+    assert nb.cells[0].source == "# tiny"
+    box = nb.cells[1].source
+    assert "rcnnlib-parameters" in nb.cells[1].metadata["tags"]
+    assert "| `scale` | `7` | command line (-p 02_two.KEY) | multiplies the seed |" in box
+    assert "| `fail` | `False` | notebook default |" in box
+    assert "Profile `tiny`" in box
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+
+
+def test_library_data_and_code_changes_invalidate(cached_book: Path, tmp_path: Path, monkeypatch):
+    build = tmp_path / "out"
+    data = tmp_path / "hits"
+    data.mkdir()
+    (data / "MANIFEST.sha256").write_text("abc  1  x\n")
+    monkeypatch.setenv("RCNNLIB_HITS_DIR", str(data))
+    run_cached(cached_book, build)
+    monkeypatch.setattr(runner, "library_fingerprint", lambda: "edited library")
+    assert run_cached(cached_book, build).executed == ["01_one", "02_two"]
+    (data / "MANIFEST.sha256").write_text("def  1  x\n")
+    assert run_cached(cached_book, build).executed == ["01_one", "02_two"]
+    # code of the second stage: only it re-runs
+    nb_path = cached_book / "book" / "02_two.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells[-1].source += "\nprint('edited')"
+    nbformat.write(nb, nb_path)
+    assert run_cached(cached_book, build).executed == ["02_two"]
+    # prose only: re-rendered from the cache, not executed
+    nb.cells[0].source = "# A better title"
+    nbformat.write(nb, nb_path)
+    prose = run_cached(cached_book, build)
+    assert prose.executed == [] and [s.status for s in prose.stages] == ["cached", "refreshed"]
+    executed = nbformat.read(build / "book" / "02_two.ipynb", as_version=4)
+    assert (
+        executed.cells[0].source == "# A better title"
+        and "Parameters of this run" in executed.cells[1].source
+    )
+    assert executed.cells[-1].source.endswith("print('edited')") and executed.cells[-1].outputs
+
+
+def test_failed_stage_keeps_its_notebook_removes_stale_html_and_resumes(cached_book: Path, tmp_path: Path):
+    build = tmp_path / "out"
+    run_cached(cached_book, build)
+    stale = build / "_build" / "html" / "index.html"  # a book from an earlier build
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old book")
+    with pytest.raises(InputError) as err:
+        run_cached(cached_book, build, {"fail": True}, html=True)
+    message = str(err.value)
+    kept = build / "book" / "02_two.ipynb"
+    assert message.startswith(
+        "book/02_two.ipynb: code cell 2 ('from pathlib import Path') raised RuntimeError"
+    )
+    assert f"partial notebook kept at {kept}" in message and "\n" not in message
+    nb = nbformat.read(kept, as_version=4)
+    assert any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+    box = [c.source for c in nb.cells if "rcnnlib-parameters" in c.metadata.get("tags", [])]
+    assert len(box) == 1 and "**failed**" in box[0]
+    assert not stale.exists(), "the HTML of an earlier build must not survive a failed stage"
+    assert json.loads((build / "stages" / "02_two.json").read_text())["status"] == "failed"
+    # fixed: the completed first stage comes from the cache, the failed one runs again
+    assert run_cached(cached_book, build).executed == ["02_two"]
+    # an interrupted run leaves a 'running' record: that stage runs again
+    record_path = build / "stages" / "02_two.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "status": "running"}))
+    assert run_cached(cached_book, build).executed == ["02_two"]
+
+
+def test_force_and_only_leave_later_stages_out_of_date(cached_book: Path, tmp_path: Path):
+    build = tmp_path / "out"
+    run_cached(cached_book, build)
+    forced = run_cached(cached_book, build, only=["01_one"], force=True, html=True)
+    assert forced.executed == ["01_one"] and forced.stale == ["02_two"] and forced.html is None
+    assert run_cached(cached_book, build).executed == ["02_two"]  # it read the old 01_one outputs
+
+
+def test_one_run_per_build_folder(cached_book: Path, tmp_path: Path):
+    import fcntl
+
+    build = tmp_path / "out"
+    build.mkdir()
+    with (build / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(InputError, match="another `rcnnlib book` run is using this build folder"):
+            run_cached(cached_book, build)
