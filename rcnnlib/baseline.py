@@ -108,6 +108,7 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
         return self.forest_.predict_proba(X)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     @property
@@ -193,7 +194,8 @@ def evaluate_forest(
     ``best_params_``). Draws come from :func:`few_shot_draws` on ``real_y`` in the
     order given: pass the labels of :func:`rcnnlib.hits.load_hits` unchanged to
     test on the RCNN's test sets. Also returns, beside the JSON keys, the
-    per-repeat figures under ``"repeats"`` and the sim-only predictions.
+    per-repeat recalls (``"repeats"``), the draws (``"draws"``) and the sim-only
+    predictions on every real sequence (``"sim_only_predicted"``).
     """
     real_y = np.asarray(real_y)
     classes = [int(c) for c in np.unique(real_y)]
@@ -220,6 +222,7 @@ def evaluate_forest(
     test_labels = real_y[draws[0].test]
     result["n_test"] = {class_names[c]: int(np.sum(test_labels == c)) for c in classes}
     result["repeats"] = per_repeat
+    result["draws"] = draws
     result["sim_only_predicted"] = predicted
     return result
 
@@ -237,6 +240,7 @@ def run_baseline(
     seed: int = 0,
     fields: Sequence[str] | None = None,
     grid: dict[str, list[Any]] | None = None,
+    n_estimators: int = N_ESTIMATORS,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The whole baseline: simulate, measure, tune on simulations, evaluate on real HiTS.
@@ -256,13 +260,13 @@ def run_baseline(
     real_X, real_y = dataset_features(real), real.labels.astype(np.int64)
     if progress:
         print("grid search on simulated light curves", file=sys.stderr)
-    search = tune_forest(sim_X, sim_y, grid=grid, seed=seed, n_jobs=-1)
+    search = tune_forest(sim_X, sim_y, grid=grid, seed=seed, n_jobs=-1, n_estimators=n_estimators)
     result = evaluate_forest(
         sim_X,
         sim_y,
         real_X,
         real_y,
-        search.best_params_,
+        {**search.best_params_, "n_estimators": n_estimators},
         augment_per_class,
         repeats,
         seed,
@@ -298,6 +302,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-sim-per-class", type=int, default=1000, help="simulated training sequences per class")
     p.add_argument("--fields", nargs="+", default=None, help="simulate these fields only (default: all)")
+    p.add_argument("--n-estimators", type=int, default=N_ESTIMATORS, help="trees per forest")
     p.add_argument("--json", type=Path, default=None, help="write the recalls here (atomically)")
     p.set_defaults(func=_cli_baseline)
 
@@ -307,6 +312,8 @@ def _cli_baseline(args: argparse.Namespace) -> int:
         raise InputError(f"--repeats must be a positive integer, got {args.repeats}")
     if args.augment_per_class < 0:
         raise InputError(f"--augment-per-class must be >= 0, got {args.augment_per_class}")
+    if args.n_estimators < 1:
+        raise InputError(f"--n-estimators must be a positive integer, got {args.n_estimators}")
     if args.json is not None and not args.json.parent.expanduser().resolve().is_dir():
         raise InputError("folder for --json does not exist", args.json.parent)
     result = run_baseline(
@@ -316,6 +323,7 @@ def _cli_baseline(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         seed=args.seed,
         fields=args.fields,
+        n_estimators=args.n_estimators,
         progress=True,
     )
     print(format_result(result))
