@@ -61,6 +61,7 @@ run: which stages ran or came from the cache, wall times, parameters.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import datetime as dt
 import fcntl
@@ -393,13 +394,95 @@ def _hash_tree(root: Path, skip: Iterable[str] = ("__pycache__", ".ipynb_checkpo
     return digest.hexdigest()
 
 
-def library_fingerprint() -> str:
-    """The package source and its packaged data: any change re-runs every stage (conservative)."""
-    parts = [_hash_tree(paths.PACKAGE_DIR)]
+def _python_source(cell: str) -> str:
+    """A notebook cell as plain Python (magics and shell escapes translated by IPython)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(cell)
+
+
+def library_modules(sources: Iterable[str], package: str = "rcnnlib") -> set[str] | None:
+    """The package's modules that this code imports, directly or through each other (None: unknown).
+
+    Static: ``import``/``from ... import`` statements, relative ones included.
+    Code that cannot be parsed gives None, which callers treat as "all modules".
+    """
+    root = paths.PACKAGE_DIR
+
+    def module_file(name: str) -> Path | None:
+        if name == package:
+            return root / "__init__.py"
+        rel = Path(*name.split(".")[1:])
+        for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def imports(code: str, current: str) -> set[str] | None:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            return None
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] == package)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the current module's package
+                    parts = current.split(".")[: -node.level] if not current.endswith("__init__") else []
+                    base = ".".join([*(parts or [package]), *([base] if base else [])])
+                if base.split(".")[0] != package:
+                    continue
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)
+        return {name for name in found if module_file(name) is not None}
+
+    seen: set[str] = set()
+    todo: list[str] = []
+    for source in sources:
+        try:
+            found = imports(_python_source(source), package)
+        except Exception:  # IPython could not translate the cell
+            found = None
+        if found is None:
+            return None
+        todo.extend(found)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_file(name)
+        found = imports(path.read_text(), name) if path else set()
+        if found is None:
+            return None
+        todo.extend(found - seen)
+    return seen | {package}
+
+
+def library_fingerprint(modules: set[str] | None = None) -> str:
+    """The package source a stage uses and all packaged data: a change re-runs the stage.
+
+    ``modules`` (from :func:`library_modules`) limits the Python files hashed to
+    the ones the stage imports; None hashes them all (conservative).
+    """
+    root = paths.PACKAGE_DIR
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if {"__pycache__", ".ipynb_checkpoints"} & set(rel.parts) or path.suffix == ".pyc":
+            continue
+        if path.suffix == ".py" and modules is not None:
+            name = ".".join(["rcnnlib", *rel.with_suffix("").parts]).removesuffix(".__init__")
+            if name not in modules:
+                continue
+        digest.update(f"{rel.as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     data = paths.data_dir()
-    if data.is_dir() and not data.is_relative_to(paths.PACKAGE_DIR):
-        parts.append(_hash_tree(data))
-    return _digest(parts)
+    if data.is_dir() and not data.is_relative_to(root):
+        digest.update(_hash_tree(data).encode())
+    return digest.hexdigest()
 
 
 def environment_fingerprint() -> dict[str, Any]:
@@ -433,6 +516,32 @@ def data_fingerprint(folder: Path) -> str:
         stat = path.stat()
         digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+def code_sources(notebook: Path) -> list[str]:
+    """The code cells of a notebook, as written."""
+    import nbformat
+
+    return [c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+
+
+def _why(record: Mapping[str, Any] | None, reasons: Mapping[str, str], runs: list[Any], path: Path) -> str:
+    """Why a stage cannot come from the cache, in a few words for the build log."""
+    if record is None:
+        return "no earlier run"
+    if record.get("status") != "ok":
+        return {"failed": "failed last time", "running": "interrupted last time"}.get(
+            str(record.get("status")), "no valid record"
+        )
+    if not path.is_file():
+        return "executed notebook missing"
+    changed = [name for name, value in reasons.items() if (record.get("parts") or {}).get(name) != value]
+    changed = [name for name in changed if name != "upstream"] or changed
+    if changed:
+        return "changed: " + ", ".join(changed)
+    if record.get("upstream_runs") != runs:
+        return "an earlier stage was re-executed"
+    return "forced"
 
 
 def notebook_hashes(notebook: Path) -> tuple[str, str]:
@@ -742,11 +851,7 @@ def run_book(
     result = BookRun(build)
     with _build_lock(build):
         artifacts.mkdir(parents=True, exist_ok=True)
-        common = {
-            "format": CACHE_FORMAT,
-            "library": library_fingerprint(),
-            "environment": environment_fingerprint(),
-        }
+        common = {"format": CACHE_FORMAT, "environment": environment_fingerprint()}
         book_sources = {  # summary stages tabulate every profile and every parameters cell
             "profiles": _hash_tree(params_dir(source_dir)),
             "code": [notebook_hashes(source_dir / s.notebook)[0] for s in stages],
@@ -760,17 +865,19 @@ def run_book(
             if hits not in data_fps:
                 data_fps[hits] = data_fingerprint(Path(hits))
             code_hash, shown_hash = notebook_hashes(source_dir / stage.notebook)
-            key = _digest(
-                {
-                    **common,
-                    "notebook": stage.notebook.as_posix(),
-                    "code": code_hash,
-                    "parameters": values,
-                    "data": data_fps[hits],
-                    "upstream": keys,
-                    **({"book": book_sources} if stage.summary else {}),
-                }
-            )
+            modules = library_modules(code_sources(source_dir / stage.notebook))
+            parts = {
+                **common,
+                "notebook": stage.notebook.as_posix(),
+                "code": code_hash,
+                "parameters": values,
+                "library": library_fingerprint(modules),
+                "data": data_fps[hits],
+                "upstream": keys,
+                **({"book": book_sources} if stage.summary else {}),
+            }
+            key = _digest(parts)
+            reasons = {name: _digest(value) for name, value in parts.items()}
             record = read_record(records, stage.stem)
             executed_path = build / stage.notebook
             use_cache = (
@@ -797,7 +904,7 @@ def run_book(
                 result.stages.append(StageResult(stage.stem, "not run", key, 0.0, record))
                 say(f"  {stage.stem}: out of date, not run")
             else:
-                say(f"  {stage.stem}: running...")
+                say(f"  {stage.stem}: running ({_why(record, reasons, runs, executed_path)})...")
                 record = _execute_stage(
                     stage,
                     source_dir,
@@ -808,6 +915,7 @@ def run_book(
                     key,
                     shown_hash,
                     runs,
+                    reasons,
                 )
                 if record["status"] != "ok":
                     result.stages.append(StageResult(stage.stem, "failed", key, record["seconds"], record))
@@ -857,6 +965,7 @@ def _execute_stage(
     key: str,
     shown_hash: str,
     runs: list[str | None],
+    reasons: Mapping[str, str],
 ) -> dict[str, Any]:
     """Execute one stage into a scratch copy, then publish notebook and record atomically."""
     import nbformat
@@ -873,6 +982,7 @@ def _execute_stage(
         "status": "running",  # what an interrupted run leaves: not ok, so the next run re-executes
         "run_id": uuid.uuid4().hex,
         "upstream_runs": list(runs),
+        "parts": dict(reasons),  # digest of each part of the key: says what changed next time
         "parameters": dict(values),
         "started": _now(),
     }

@@ -219,7 +219,7 @@ def cached_book(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     The library fingerprint is pinned: other work on ``rcnnlib/`` during a test run
     would (rightly) invalidate the cache; the test that changes it sets it itself.
     """
-    monkeypatch.setattr(runner, "library_fingerprint", lambda: "pinned library")
+    monkeypatch.setattr(runner, "library_fingerprint", lambda *_: "pinned library")
     src = tmp_path / "src"
     write_notebook(src / "book" / "01_one.ipynb", "seed = 1  # the seed\nartifacts_dir = None", ONE)
     write_notebook(
@@ -239,7 +239,8 @@ def cached_book(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def run_cached(src: Path, build: Path, overrides: dict | None = None, **kwargs) -> runner.BookRun:
     kwargs.setdefault("html", False)
-    return runner.run_book("tiny", overrides, build_dir=build, source_dir=src, progress=False, **kwargs)
+    kwargs.setdefault("progress", False)
+    return runner.run_book("tiny", overrides, build_dir=build, source_dir=src, **kwargs)
 
 
 def executions(build: Path) -> list[str]:
@@ -247,7 +248,9 @@ def executions(build: Path) -> list[str]:
     return log.read_text().split() if log.is_file() else []
 
 
-def test_unchanged_rerun_executes_nothing_and_changes_rerun_downstream(cached_book: Path, tmp_path: Path):
+def test_unchanged_rerun_executes_nothing_and_changes_rerun_downstream(
+    cached_book: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     build = tmp_path / "out"
     first = run_cached(cached_book, build)
     assert first.executed == ["01_one", "02_two"] and executions(build) == ["01_one", "02_two"]
@@ -262,8 +265,9 @@ def test_unchanged_rerun_executes_nothing_and_changes_rerun_downstream(cached_bo
     assert again.executed == [] and again.cached == ["01_one", "02_two"]
     assert executions(build) == ["01_one", "02_two"]
 
-    changed = run_cached(cached_book, build, {"02_two.scale": 5})  # the last stage only
+    changed = run_cached(cached_book, build, {"02_two.scale": 5}, progress=True)  # the last stage only
     assert changed.executed == ["02_two"]
+    assert "02_two: running (changed: parameters)" in capsys.readouterr().out
     assert (build / "artifacts" / "02_two" / "value.txt").read_text() == "15"
 
     upstream = run_cached(cached_book, build, {"seed": 4, "02_two.scale": 5})  # the first: both re-run
@@ -293,7 +297,7 @@ def test_library_data_and_code_changes_invalidate(cached_book: Path, tmp_path: P
     (data / "MANIFEST.sha256").write_text("abc  1  x\n")
     monkeypatch.setenv("RCNNLIB_HITS_DIR", str(data))
     run_cached(cached_book, build)
-    monkeypatch.setattr(runner, "library_fingerprint", lambda: "edited library")
+    monkeypatch.setattr(runner, "library_fingerprint", lambda *_: "edited library")
     assert run_cached(cached_book, build).executed == ["01_one", "02_two"]
     (data / "MANIFEST.sha256").write_text("def  1  x\n")
     assert run_cached(cached_book, build).executed == ["01_one", "02_two"]
@@ -362,3 +366,13 @@ def test_one_run_per_build_folder(cached_book: Path, tmp_path: Path):
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(InputError, match="another `rcnnlib book` run is using this build folder"):
             run_cached(cached_book, build)
+
+
+def test_library_modules_follow_imports_through_the_package():
+    uses = runner.library_modules(["%matplotlib inline\nfrom rcnnlib import figures\nimport numpy"])
+    assert uses is not None and {"rcnnlib.figures", "rcnnlib.survey", "rcnnlib.photometry"} <= uses
+    assert "rcnnlib.simulate" not in uses and "rcnnlib.runner" not in uses
+    assert runner.library_modules(["import numpy"]) == {"rcnnlib"}
+    assert runner.library_modules(["def broken(:"]) is None  # unknown: the caller hashes everything
+    # editing a module a stage does not import leaves its fingerprint alone
+    assert runner.library_fingerprint({"rcnnlib", "rcnnlib.paths"}) != runner.library_fingerprint(None)
