@@ -13,9 +13,11 @@ paper's figure) on simulated light curves simulated in-process
   :func:`rcnnlib.protocol.few_shot_draws` -- the very draws ``rcnnlib
   evaluate`` uses for the RCNN with the same seed.
 
-The forest is trained on all seven simulated classes, like the RCNN, so a
-real star called "empty" or "Cepheid" counts as an error; recall is averaged
-over the real classes present (SN, RRL, EB, NV).
+By default the forest is trained on all seven simulated classes, like the
+RCNN, so a real star called "empty" or "Cepheid" counts as an error; recall is
+averaged over the real classes present (SN, RRL, EB, NV). ``train_classes``
+(``--train-classes``) restricts training to some classes, e.g. the four real
+ones, which removes those confusions.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ from rcnnlib.survey import Survey
 DEFAULT_GRID: dict[str, list[Any]] = {
     "max_features": ["sqrt", 0.3],
     "min_samples_leaf": [1, 4],
-    "max_depth": [None, 12],
 }
-"""Grid searched on simulated light curves: the forest parameters that matter (tree count is fixed)."""
-N_ESTIMATORS = 300
+"""Grid searched on simulated light curves: features per split and leaf size (tree count is fixed;
+a depth limit of 12 scored the same as unlimited depth within 0.005 and was dropped to halve the search)."""
+N_ESTIMATORS = 200
 PAPER_MACRO_RECALL = {"rcnn_sim_only": 0.85, "rcnn_fine_tuned": 0.94}
 """The paper's published average recalls on real HiTS; the forest's is only said to be "about the same"."""
 
@@ -160,6 +162,7 @@ def simulate_training_set(
         raise InputError(f"--n-sim-per-class must be a positive integer, got {n_per_class}")
     survey = Survey.preset("hits2015") if survey is None else survey
     fields = list(survey.fields if fields is None else fields)
+    classes = tuple(dict.fromkeys(classes))
     per_field = math.ceil(n_per_class / max(len(fields), 1))
     tasks = plan_shards(survey, per_field, classes=tuple(classes), fields=fields)
     parts = [
@@ -241,6 +244,7 @@ def run_baseline(
     fields: Sequence[str] | None = None,
     grid: dict[str, list[Any]] | None = None,
     n_estimators: int = N_ESTIMATORS,
+    train_classes: Sequence[str] = CLASS_NAMES,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The whole baseline: simulate, measure, tune on simulations, evaluate on real HiTS.
@@ -253,7 +257,9 @@ def run_baseline(
 
     real = load_hits(hits_dir)  # natural order: the RCNN evaluation draws on these very labels
     few_shot_draws(real.labels, augment_per_class, repeats, seed)  # fail before the slow part
-    sim = simulate_training_set(n_sim_per_class, seed=seed, fields=fields, progress=progress)
+    sim = simulate_training_set(
+        n_sim_per_class, seed=seed, fields=fields, classes=train_classes, progress=progress
+    )
     if progress:
         print(f"photometry and features of {len(sim):,} simulated sequences", file=sys.stderr)
     sim_X, sim_y = dataset_features(sim), sim.labels.astype(np.int64)
@@ -303,6 +309,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-sim-per-class", type=int, default=1000, help="simulated training sequences per class")
     p.add_argument("--fields", nargs="+", default=None, help="simulate these fields only (default: all)")
     p.add_argument("--n-estimators", type=int, default=N_ESTIMATORS, help="trees per forest")
+    p.add_argument(
+        "--train-classes",
+        nargs="+",
+        default=list(CLASS_NAMES),
+        metavar="CLASS",
+        help="simulated classes to train on (default: all seven, like the RCNN)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the recalls here (atomically)")
     p.set_defaults(func=_cli_baseline)
 
@@ -324,6 +337,7 @@ def _cli_baseline(args: argparse.Namespace) -> int:
         seed=args.seed,
         fields=args.fields,
         n_estimators=args.n_estimators,
+        train_classes=args.train_classes,
         progress=True,
     )
     print(format_result(result))

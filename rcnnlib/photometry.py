@@ -215,6 +215,15 @@ def _ring(stamps: np.ndarray) -> np.ndarray:
     )
 
 
+def _nanmedian_last(a: np.ndarray) -> np.ndarray:
+    """Median over the last axis ignoring NaN, by one sort (``np.nanmedian`` is far slower on small rows)."""
+    ordered = np.sort(a, axis=-1)  # NaN sort last
+    n = np.isfinite(ordered).sum(axis=-1, keepdims=True)
+    lo = np.take_along_axis(ordered, np.clip((n - 1) // 2, 0, None), axis=-1)
+    hi = np.take_along_axis(ordered, np.clip(n // 2, 0, a.shape[-1] - 1), axis=-1)
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)[..., 0]
+
+
 def local_background(stamps: np.ndarray, n_sigma: float = 3.0, iterations: int = 3) -> tuple[np.ndarray, ...]:
     """Sky level and per-pixel noise (ADU) of each stamp from its border ring, sigma-clipped.
 
@@ -225,11 +234,11 @@ def local_background(stamps: np.ndarray, n_sigma: float = 3.0, iterations: int =
     ring = _ring(np.asarray(stamps, dtype=np.float64))
     kept = ring
     for _ in range(iterations):
-        level = np.nanmedian(kept, axis=-1, keepdims=True)
-        sigma = 1.4826 * np.nanmedian(np.abs(kept - level), axis=-1, keepdims=True)
+        level = _nanmedian_last(kept)[..., None]
+        sigma = 1.4826 * _nanmedian_last(np.abs(kept - level))[..., None]
         kept = np.where(np.abs(ring - level) <= n_sigma * np.maximum(sigma, 1e-6), ring, np.nan)
-    level = np.nanmedian(kept, axis=-1)
-    sigma = 1.4826 * np.nanmedian(np.abs(kept - level[..., None]), axis=-1)
+    level = _nanmedian_last(kept)
+    sigma = 1.4826 * _nanmedian_last(np.abs(kept - level[..., None]))
     return level, sigma, np.isfinite(kept).sum(axis=-1)
 
 

@@ -87,6 +87,7 @@ def test_cli_writes_the_json_schema(hits_root, tmp_path, monkeypatch, capsys):
     out = tmp_path / "baseline.json"
     argv = ["baseline", "--hits-dir", str(hits_root), "--n-sim-per-class", "14", "--fields", "01", "02"]
     argv += ["--repeats", "2", "--seed", "3", "--n-estimators", "15", "--json", str(out)]
+    argv += ["--train-classes", "SN", "RRL", "EB", "NV", "AST"]
     assert main(argv) == 0
     data = json.loads(out.read_text())
     assert set(data) == {"sim_only", "augmented", "n_test"}
@@ -107,6 +108,7 @@ def test_cli_writes_the_json_schema(hits_root, tmp_path, monkeypatch, capsys):
         (["--augment-per-class", "40"], "nothing would be left to test"),  # only 32 real EBs
         (["--n-sim-per-class", "0"], "--n-sim-per-class"),
         (["--fields", "99"], "no field"),
+        (["--train-classes", "SN", "QSO"], "unknown class"),
         (["--json", "/nonexistent/dir/out.json"], "does not exist"),
     ],
 )
