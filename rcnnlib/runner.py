@@ -674,11 +674,12 @@ def parameters_markdown(
         lines += ["| parameter | value | set by | meaning |", "|---|---|---|---|", *rows, ""]
     else:
         lines += ["This chapter has no parameters.", ""]
-    lines += [
-        f"Re-run with other values: `rcnnlib book --profile {profile} --only {stage.stem} "
-        f"-p {stage.stem}.KEY VALUE` (see *Reproduce and extend*).",
-        ":::",
-    ]
+    if not stage.summary:
+        lines.append(
+            f"Re-run with other values: `rcnnlib book --profile {profile} --only {stage.stem} "
+            f"-p {stage.stem}.KEY VALUE` (see *Reproduce and extend*)."
+        )
+    lines.append(":::")
     return "\n".join(lines)
 
 
@@ -1068,7 +1069,7 @@ def parameter_table(source_dir: str | Path | None = None) -> list[dict[str, Any]
     rows = []
     for stem, params in declared.items():
         for name, info in params.items():
-            row = {"notebook": stem, "parameter": name, "default": info.get("default", "")}
+            row = {"notebook": stem, "parameter": name, "notebook default": info.get("default", "")}
             for profile, values in resolved.items():
                 if name in RUNNER_PROVIDED:
                     row[profile] = "(runner)"
