@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
 
-.PHONY: setup book test lint bench clean
+.PHONY: setup book test lint bench clean lab
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check rcnnlib tests data book
 	$(BIN)/ruff format --check rcnnlib tests data
+
+# JupyterLab on the book's notebooks, with the project's kernel ("rcnnlib") registered inside .venv/.
+# The executed copies of the last build are in build/$(PROFILE)/book/. LAB_ARGS=--no-browser on a server.
+lab: setup
+	$(BIN)/python -m ipykernel install --sys-prefix --name rcnnlib --display-name "Python (rcnnlib)" > /dev/null
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) book
 
 bench: setup
 	$(BIN)/python -m rcnnlib.bench
