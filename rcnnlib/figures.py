@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from astropy.visualization import AsinhStretch, ImageNormalize, ManualInterval
@@ -29,8 +30,32 @@ CONDITION_LABELS: dict[str, str] = {
     "zero_point": "zero point [mag]",
     "airmass": "airmass",
 }
-KEPT_COLOR = "#1f77b4"
-CUT_COLOR = "#d62728"
+# Colour-blind-safe palette (Okabe & Ito), the colour cycle of every book figure: "C0" is blue,
+# "C1" orange, "C2" green, "C3" vermillion... Use these (or "C<k>") rather than other colours.
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermillion
+    "#56B4E9",  # sky blue
+    "#CC79A7",  # reddish purple
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+BOOK_STYLE: dict[str, object] = {
+    "axes.prop_cycle": mpl.cycler(color=OKABE_ITO),
+    "image.cmap": "viridis",  # perceptually uniform, readable in grey and by colour-blind readers
+}
+
+
+def use_book_style() -> None:
+    """Apply the book's figure style (palette, colour map); importing this module does it."""
+    mpl.rcParams.update(BOOK_STYLE)
+
+
+use_book_style()
+KEPT_COLOR = OKABE_ITO[0]
+CUT_COLOR = OKABE_ITO[3]
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -179,3 +179,15 @@ def test_citations_resolve_and_citation_file_is_valid():
     assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT"
     assert cff["preferred-citation"]["doi"] == "10.1088/1538-3873/aaef12"
     assert "MIT License" in (REPO / "LICENSE").read_text()
+
+
+# ------------------------------------------------------------------- figures
+def test_book_figures_use_the_colour_blind_safe_palette():
+    import matplotlib as mpl
+
+    from rcnnlib import figures
+
+    mpl.rcdefaults()
+    figures.use_book_style()
+    assert tuple(mpl.rcParams["axes.prop_cycle"].by_key()["color"]) == figures.OKABE_ITO
+    assert {figures.KEPT_COLOR, figures.CUT_COLOR} <= set(figures.OKABE_ITO)
