@@ -77,6 +77,18 @@ def test_augmented_protocol_uses_the_rcnn_draws(real):
     assert result["sim_only"]["macro_recall"] == pytest.approx(
         np.mean(list(result["sim_only"]["recall"].values()))
     )
+    # sim-only is scored on the same test sets, like the RCNN's; and on every real sequence
+    all_recall = {
+        name: np.mean(
+            result["sim_only_predicted"][real_y == real.class_names.index(name)]
+            == real.class_names.index(name)
+        )
+        for name in ("SN", "RRL", "EB", "NV")
+    }
+    assert result["sim_only_all"]["recall"] == pytest.approx(all_recall)
+    rrl = real.class_names.index("RRL")
+    on_draws = [np.mean(result["sim_only_predicted"][d.test][real_y[d.test] == rrl] == rrl) for d in expected]
+    assert result["sim_only"]["recall"]["RRL"] == pytest.approx(np.mean(on_draws))
     macros = [np.mean(list(r.values())) for r in result["repeats"]]
     assert result["augmented"]["macro_recall"] == pytest.approx(np.mean(macros))
     assert result["augmented"]["macro_recall_std"] == pytest.approx(np.std(macros, ddof=1))
