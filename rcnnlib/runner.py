@@ -75,7 +75,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -931,9 +931,12 @@ def run_book(
 
         result.stale = [s.stage for s in result.stages if s.status == "not run"]
         copy_book_sources(source_dir, build)
+        changed = any(s.status in ("executed", "refreshed") for s in result.stages)
         if result.stale:
             _remove_html(build)
             say(f"  HTML not built: {', '.join(result.stale)} out of date (run without --only to build them)")
+        elif not html and changed:
+            _remove_html(build)  # the old HTML no longer matches the executed notebooks
         elif html:
             start = time.perf_counter()
             result.html = build_html(build)
@@ -943,7 +946,7 @@ def run_book(
     return result
 
 
-def _printer(progress: bool):
+def _printer(progress: bool) -> Callable[[str], None]:
     def say(text: str) -> None:
         if progress:
             print(text, flush=True)

@@ -347,6 +347,11 @@ def test_failed_stage_keeps_its_notebook_removes_stale_html_and_resumes(cached_b
     record = json.loads(record_path.read_text())
     record_path.write_text(json.dumps({**record, "status": "running"}))
     assert run_cached(cached_book, build).executed == ["02_two"]
+    # --no-html after a re-execution: the previous HTML would no longer match, it goes too
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("old book")
+    assert run_cached(cached_book, build, {"02_two.scale": 4}).executed == ["02_two"]
+    assert not stale.exists()
 
 
 def test_force_and_only_leave_later_stages_out_of_date(cached_book: Path, tmp_path: Path):
