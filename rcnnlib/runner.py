@@ -662,12 +662,15 @@ def parameters_markdown(
             value, origin = f"`{info.get('default', '')}`".replace("|", "\\|"), "notebook default"
         meaning = str(info.get("help") or "").replace("|", "\\|")
         rows.append(f"| `{name}` | {value} | {origin} | {meaning} |")
-    status = "ran" if record.get("status") == "ok" else "**failed**"
-    lines = [
-        ":::{admonition} Parameters of this run",
-        ":class: note",
-        f"Profile `{profile}`; {status} {record.get('finished', '')[:16].replace('T', ' ')} UTC "
-        f"in {record.get('seconds', 0):.0f} s; stage key `{str(record.get('key', ''))[:12]}`.",
+    ok = record.get("status") == "ok"
+    when = str(record.get("finished", ""))[:16].replace("T", " ")
+    took = f"{record.get('seconds', 0):.0f} s"
+    lines = [  # collapsed: the title says the essentials, the table is a click away
+        f":::{{admonition}} Parameters of this run: profile `{profile}`, {when} UTC, {took}"
+        + ("" if ok else " (**failed**)"),
+        ":class: note dropdown" if ok else ":class: error",
+        f"Profile `{profile}`; {'ran' if ok else '**failed**'} {when} UTC in {took}; "
+        f"stage key `{str(record.get('key', ''))[:12]}`.",
         "",
     ]
     if rows:
