@@ -276,6 +276,25 @@ def read_hdf5_group(group: h5py.Group, source: str | Path, verify: bool = True) 
     return ds
 
 
+def read_rows(path: str | Path, start: int, stop: int) -> SequenceDataset:
+    """Sequences ``start:stop`` of a saved dataset, read without loading the rest.
+
+    For streaming training data: no fingerprint check (that needs the whole
+    file); :meth:`SequenceDataset.load` or ``ShardedDataset.verify`` do that.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise InputError(f"not an {FORMAT_NAME} file (missing format tag)", path)
+            arrays = {name: f[name][start:stop] for name in _ARRAYS}
+            class_names = tuple(json.loads(f.attrs["class_names"]))
+    except OSError as exc:
+        raise InputError(f"not a readable HDF5 dataset: {exc}", path) from None
+    arrays["ids"] = np.array([s.decode() if isinstance(s, bytes) else s for s in arrays["ids"]], dtype=str)
+    return SequenceDataset(**arrays, metadata={"source_file": str(path)}, class_names=class_names)
+
+
 class atomic_path:
     """Context manager yielding a temporary path beside ``path``, moved into place on success.
 

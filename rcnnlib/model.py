@@ -1,0 +1,202 @@
+"""The recurrent convolutional network (RCNN), built from a config with the Keras functional API.
+
+Per time step (3 epochs stacked as channels) a small convolutional encoder
+turns the stamps into a feature vector; an LSTM carries evidence along the
+sequence and a softmax gives class probabilities at every step, so the same
+network classifies early (after a few epochs) and late. Masked steps (after the
+end of a sequence) are skipped by the LSTM and carry no loss.
+
+The layers are named, so :func:`step_functions` can rebuild the same network
+one step at a time for the streaming classifier without copying weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers
+
+from rcnnlib.classes import CLASS_NAMES
+from rcnnlib.dataset import STAMP_SIZE, atomic_path
+from rcnnlib.errors import InputError
+from rcnnlib.preprocess import PreprocessConfig
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and optimiser. Defaults were chosen by measurement (see the training chapter)."""
+
+    # Encoder: a 3x3 convolution per entry, with its stride and whether a 2x2 max-pool follows.
+    # (16, s2) -> (16, s1) -> pool runs ~3x faster on 2 CPU cores than the textbook
+    # (16, s1, pool) -> (32, s1, pool) at similar accuracy; the training chapter has the measurement.
+    conv_filters: tuple[int, ...] = (16, 16)
+    conv_strides: tuple[int, ...] = (2, 1)
+    pool_after: tuple[bool, ...] = (False, True)
+    kernel_size: int = 3
+    dense_units: int = 64
+    lstm_units: int = 64
+    dropout: float = 0.2
+    learning_rate: float = 1e-3
+    class_names: tuple[str, ...] = CLASS_NAMES
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["preprocess"] = self.preprocess.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        data["preprocess"] = PreprocessConfig(**data.get("preprocess", {}))
+        for key in ("conv_filters", "conv_strides", "pool_after", "class_names"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@keras.saving.register_keras_serializable(package="rcnnlib")
+class FoldTime(layers.Layer):
+    """(N, steps, ...) -> (N * steps, ...): the encoder sees every step as one big batch.
+
+    Keras 3's ``TimeDistributed`` loops over steps in Python (20 small
+    convolutions); one convolution over the folded batch is several times faster.
+    """
+
+    def call(self, inputs):
+        return keras.ops.reshape(inputs, (-1, *inputs.shape[2:]))
+
+
+@keras.saving.register_keras_serializable(package="rcnnlib")
+class UnfoldTime(layers.Layer):
+    """(N * steps, features) -> (N, steps, features), the inverse of :class:`FoldTime`."""
+
+    def __init__(self, steps: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.steps = steps
+
+    def call(self, inputs):
+        return keras.ops.reshape(inputs, (-1, self.steps, *inputs.shape[1:]))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "steps": self.steps}
+
+
+def encoder_layers(config: ModelConfig) -> list[layers.Layer]:
+    """The per-step encoder, in order: conv (+ pool) blocks, flatten, dropout, dense."""
+    if not len(config.conv_filters) == len(config.conv_strides) == len(config.pool_after):
+        raise InputError("conv_filters, conv_strides and pool_after must have the same length")
+    out: list[layers.Layer] = []
+    blocks = zip(config.conv_filters, config.conv_strides, config.pool_after, strict=True)
+    for i, (filters, stride, pool) in enumerate(blocks):
+        out.append(
+            layers.Conv2D(
+                filters,
+                config.kernel_size,
+                strides=stride,
+                padding="same",
+                activation="relu",
+                name=f"conv{i}",
+            )
+        )
+        if pool:
+            out.append(layers.MaxPooling2D(2, name=f"pool{i}"))
+    out.append(layers.Flatten(name="flatten"))
+    out.append(layers.Dropout(config.dropout, name="dropout"))
+    out.append(layers.Dense(config.dense_units, activation="relu", name="dense"))
+    return out
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """The RCNN: inputs ``x`` (N, steps, 21, 21, k) and ``step_mask`` (N, steps) -> (N, steps, classes)."""
+    pre = config.preprocess
+    x_in = keras.Input((pre.n_steps, STAMP_SIZE, STAMP_SIZE, pre.epochs_per_step), name="x")
+    mask_in = keras.Input((pre.n_steps,), dtype="bool", name="step_mask")
+    h = FoldTime(name="fold_time")(x_in)
+    for layer in encoder_layers(config):
+        h = layer(h)
+    h = UnfoldTime(pre.n_steps, name="unfold_time")(h)
+    h = layers.LSTM(config.lstm_units, return_sequences=True, name="lstm")(h, mask=mask_in)
+    out = layers.Dense(len(config.class_names), activation="softmax", name="probabilities")(h)
+    model = keras.Model({"x": x_in, "step_mask": mask_in}, out, name="rcnn")
+    compile_model(model, config.learning_rate)
+    return model
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    """AMSGrad and per-step cross-entropy; the step mask arrives as sample weights."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate, amsgrad=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+def save_model(model: keras.Model, config: ModelConfig, folder: str | Path, card: dict[str, Any]) -> Path:
+    """Write ``model.keras`` and ``card.json`` (config, data, seed, figures) into ``folder``, atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / MODEL_FILE) as tmp:
+        model.save(tmp.with_suffix(".keras"))
+        tmp.with_suffix(".keras").replace(tmp)
+    with atomic_path(folder / CARD_FILE) as tmp:
+        tmp.write_text(json.dumps({"config": config.to_dict(), **card}, indent=2, default=_jsonable) + "\n")
+    return folder
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def pretrained_dir() -> Path:
+    """The model shipped with the package: trained on simulations only by ``rcnnlib train``."""
+    return Path(__file__).parent / "pretrained"
+
+
+def load_model(folder: str | Path | None = None) -> tuple[keras.Model, ModelConfig, dict[str, Any]]:
+    """A saved model, its config and its card; the shipped pretrained model by default."""
+    folder = pretrained_dir() if folder is None else Path(folder)
+    model_file, card_file = folder / MODEL_FILE, folder / CARD_FILE
+    for path in (model_file, card_file):
+        if not path.is_file():
+            raise InputError(f"not a saved rcnnlib model: {path.name} is missing", folder)
+    try:
+        card = json.loads(card_file.read_text())
+        config = ModelConfig.from_dict(card["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"unreadable model card ({exc})", card_file) from None
+    try:
+        model = keras.models.load_model(model_file, compile=False)
+    except Exception as exc:  # keras raises many types for a corrupt archive
+        raise InputError(f"unreadable Keras model ({type(exc).__name__}: {exc})", model_file) from None
+    compile_model(model, config.learning_rate)
+    return model, config, card
+
+
+def predict_proba(
+    model: keras.Model, x: np.ndarray, step_mask: np.ndarray, batch_size: int = 512
+) -> np.ndarray:
+    """Class probabilities at every step, (N, steps, classes); a fixed-shape compiled call per batch."""
+    out = []
+    for lo in range(0, x.shape[0], batch_size):
+        inputs = {"x": x[lo : lo + batch_size], "step_mask": step_mask[lo : lo + batch_size]}
+        out.append(np.asarray(model(inputs, training=False)))
+    return np.concatenate(out, axis=0) if out else np.zeros((0, x.shape[1], model.output_shape[-1]))
+
+
+def last_step_proba(proba: np.ndarray, step_mask: np.ndarray) -> np.ndarray:
+    """Probabilities at each sequence's last valid step, (N, classes): the whole-sequence prediction."""
+    last = np.maximum(step_mask.sum(1) - 1, 0)
+    return proba[np.arange(proba.shape[0]), last]

@@ -1,0 +1,127 @@
+"""Classifying an alert stream: one new stamp in, current class probabilities out, at constant cost.
+
+The batch network re-reads a whole sequence; a broker cannot afford that for
+every alert. :class:`StreamingClassifier` keeps the LSTM's state and the last
+``epochs_per_step - 1`` calibrated stamps, so each update runs the encoder
+once and the LSTM cell once. It reuses the trained layers (no weight copies)
+and the per-epoch calibration of :mod:`rcnnlib.preprocess`, so after the same
+epochs it returns what the batch model returns for that sequence prepared
+without detection alignment (``align_on_detection=False``): a stream starts
+where the alerts start.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE
+from rcnnlib.errors import InputError
+from rcnnlib.model import ModelConfig, load_model
+from rcnnlib.preprocess import calibrate, normalise
+
+_SEEING = CONDITION_NAMES.index("seeing")
+
+
+def step_function(model: Any, config: ModelConfig):
+    """A compiled ``(x_step, h, c) -> (probabilities, h, c)`` built from the trained model's layers."""
+    import tensorflow as tf
+
+    encoder = []
+    for layer in model.layers:
+        if layer.name.startswith(("conv", "pool")) or layer.name in ("flatten", "dropout", "dense"):
+            encoder.append(layer)
+    cell = model.get_layer("lstm").cell
+    head = model.get_layer("probabilities")
+    k = config.preprocess.epochs_per_step
+    units = config.lstm_units
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, STAMP_SIZE, STAMP_SIZE, k), tf.float32),
+            tf.TensorSpec((None, units), tf.float32),
+            tf.TensorSpec((None, units), tf.float32),
+        ],
+        jit_compile=False,
+    )
+    def step(x, h, c):
+        z = x
+        for layer in encoder:
+            z = layer(z, training=False)
+        out, (h_new, c_new) = cell(z, [h, c], training=False)
+        return head(out), h_new, c_new
+
+    return step
+
+
+class StreamingClassifier:
+    """Stateful RCNN for one object's alert stream.
+
+    ``update(stamp, mjd, conditions)`` takes one 21x21 stamp (ADU, sky not
+    subtracted), its MJD and its conditions (the six :data:`CONDITION_NAMES`,
+    in order, or a mapping by name) and returns the class probabilities after
+    that epoch. Epochs worse than the seeing cut are recorded but change
+    nothing; until ``epochs_per_step`` good epochs have arrived the
+    probabilities are ``None``.
+    """
+
+    def __init__(
+        self, model_dir: str | Path | None = None, model: Any = None, config: ModelConfig | None = None
+    ):
+        if model is None:
+            model, config, _ = load_model(model_dir)
+        if config is None:
+            raise ValueError("pass the model's ModelConfig together with the model")
+        self.model, self.config = model, config
+        self.class_names = config.class_names
+        self._step = step_function(model, config)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current object: a new stream starts."""
+        k = self.config.preprocess.epochs_per_step
+        self._buffer: deque[np.ndarray] = deque(maxlen=k)
+        self._h = np.zeros((1, self.config.lstm_units), np.float32)
+        self._c = np.zeros((1, self.config.lstm_units), np.float32)
+        self._last_mjd = -np.inf
+        self.probabilities: np.ndarray | None = None
+        self.n_epochs = 0
+        self.n_steps = 0
+
+    def update(self, stamp: np.ndarray, mjd: float, conditions: Any) -> np.ndarray | None:
+        stamp = np.asarray(stamp, dtype=np.float32)
+        if stamp.shape != (STAMP_SIZE, STAMP_SIZE):
+            raise InputError(f"a stamp must be {STAMP_SIZE}x{STAMP_SIZE} pixels, got shape {stamp.shape}")
+        if not np.isfinite(stamp).all():
+            raise InputError(f"stamp at MJD {mjd} has non-finite pixels")
+        if mjd <= self._last_mjd:
+            raise InputError(f"epochs must arrive in time order: MJD {mjd} after {self._last_mjd}")
+        cond = _conditions_vector(conditions)
+        self._last_mjd = float(mjd)
+        self.n_epochs += 1
+        if not cond[_SEEING] < self.config.preprocess.max_seeing:
+            return self.probabilities
+        flux, _ = calibrate(stamp[None], cond[None], self.config.preprocess)
+        self._buffer.append(normalise(flux, self.config.preprocess)[0])
+        if len(self._buffer) < self._buffer.maxlen:
+            return self.probabilities
+        x = np.stack(self._buffer, axis=-1)[None]
+        proba, self._h, self._c = self._step(x, self._h, self._c)
+        self.probabilities = np.asarray(proba)[0]
+        self.n_steps += 1
+        return self.probabilities
+
+
+def _conditions_vector(conditions: Any) -> np.ndarray:
+    if isinstance(conditions, dict):
+        missing = [name for name in CONDITION_NAMES if name not in conditions]
+        if missing:
+            raise InputError(f"conditions lack {', '.join(missing)}")
+        return np.array([conditions[name] for name in CONDITION_NAMES], dtype=np.float32)
+    cond = np.asarray(conditions, dtype=np.float32)
+    if cond.shape != (len(CONDITION_NAMES),):
+        raise InputError(f"conditions must be the {len(CONDITION_NAMES)} values {', '.join(CONDITION_NAMES)}")
+    return cond

@@ -1,0 +1,344 @@
+"""Training the RCNN on simulated shards, streamed through ``tf.data``, and fine-tuning it on a few real ones.
+
+The training set never has to fit in memory: each epoch visits the shards in
+blocks of ``block_size`` sequences (aligned to the HDF5 chunks), mixes
+``mix_blocks`` blocks from random shards into one pool (shards hold one class
+each), pre-processes the pool with fresh augmentation and yields shuffled
+batches. A held-out set of blocks, stratified by class, drives early stopping.
+
+Everything random flows from ``TrainConfig.seed``: the split, the block order
+and the augmentation of epoch ``e`` come from ``SeedSequence(seed, spawn_key=(e,))``,
+and Keras' own initialisers and dropout from ``keras.utils.set_random_seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rcnnlib.dataset import SequenceDataset, read_rows
+from rcnnlib.errors import InputError
+from rcnnlib.preprocess import Augmentation, ModelInput, prepare
+from rcnnlib.shards import ShardedDataset, open_sequences
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train; saved in the model card."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    block_size: int = 256  # sequences read at once; a multiple of the shards' HDF5 chunk (256)
+    mix_blocks: int = 8  # blocks pooled and shuffled together: 2,048 sequences of ~all classes
+    val_fraction: float = 0.05
+    max_val_sequences: int = 4000
+    patience: int = 2  # epochs without validation-loss improvement before stopping
+    seed: int = 0
+    augmentation: Augmentation | None = field(default_factory=Augmentation)
+    deterministic: bool = True  # TF op determinism: identical weights for identical seeds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``start:stop`` of one stored dataset (a shard file), all of one class."""
+
+    path: Path
+    start: int
+    stop: int
+    label: int
+
+    @property
+    def n(self) -> int:
+        return self.stop - self.start
+
+
+def plan_blocks(source: ShardedDataset, block_size: int) -> list[Block]:
+    """Cut every shard into blocks of at most ``block_size`` rows."""
+    from rcnnlib.classes import label_of
+
+    blocks = []
+    for shard in source.shards:
+        (class_name,) = shard["counts"].keys()  # the simulator writes one class per shard
+        for lo in range(0, shard["n"], block_size):
+            blocks.append(
+                Block(source.path / shard["file"], lo, min(lo + block_size, shard["n"]), label_of(class_name))
+            )
+    return blocks
+
+
+def split_blocks(blocks: list[Block], fraction: float, seed: int) -> tuple[list[Block], list[Block]]:
+    """Training and validation blocks; validation takes ``fraction`` of every class (at least one block)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2**31,)))
+    labels = np.array([b.label for b in blocks])
+    val = np.zeros(len(blocks), dtype=bool)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        if idx.size < 2:
+            raise InputError(
+                f"class {label} has a single block: too little data to hold out a validation set"
+            )
+        n_val = max(1, round(fraction * idx.size))
+        val[rng.choice(idx, size=n_val, replace=False)] = True
+    return [b for b, v in zip(blocks, val, strict=True) if not v], [
+        b for b, v in zip(blocks, val, strict=True) if v
+    ]
+
+
+def read_blocks(blocks: list[Block]) -> SequenceDataset:
+    return SequenceDataset.concatenate([read_rows(b.path, b.start, b.stop) for b in blocks])
+
+
+def targets(inputs: ModelInput) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Keras arrays: inputs, the label at every step, and the step mask as sample weights."""
+    y = np.broadcast_to(inputs.labels[:, None], inputs.step_mask.shape).astype(np.int32)
+    return (
+        {"x": inputs.x, "step_mask": inputs.step_mask},
+        np.ascontiguousarray(y),
+        inputs.step_mask.astype(np.float32),
+    )
+
+
+def epoch_batches(
+    blocks: list[Block], config: TrainConfig, model_config: Any, epoch: int
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+    """One epoch of shuffled, augmented full batches (the last partial batch of each pool is dropped)."""
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(epoch,)))
+    order = rng.permutation(len(blocks))
+    for lo in range(0, len(order), config.mix_blocks):
+        pool = read_blocks([blocks[i] for i in order[lo : lo + config.mix_blocks]])
+        inputs = prepare(pool, model_config.preprocess, config.augmentation, rng)
+        x, y, w = targets(inputs)
+        perm = rng.permutation(len(y))
+        for b in range(len(y) // config.batch_size):
+            sel = perm[b * config.batch_size : (b + 1) * config.batch_size]
+            yield {"x": x["x"][sel], "step_mask": x["step_mask"][sel]}, y[sel], w[sel]
+
+
+def batches_per_epoch(blocks: list[Block], config: TrainConfig) -> int:
+    """Batches :func:`epoch_batches` yields; independent of the order, since pools are consecutive in it."""
+    # Pools are mix_blocks consecutive blocks of a random order, so their sizes depend on the
+    # order only through partial blocks; shards of whole chunks make every block full but the last.
+    sizes = sorted((b.n for b in blocks), reverse=True)
+    total = 0
+    for lo in range(0, len(sizes), config.mix_blocks):
+        total += sum(sizes[lo : lo + config.mix_blocks]) // config.batch_size
+    return total
+
+
+def _tf_dataset(blocks: list[Block], config: TrainConfig, model_config: Any):
+    import tensorflow as tf
+
+    steps = model_config.preprocess.n_steps
+    k = model_config.preprocess.epochs_per_step
+    counter = {"epoch": 0}
+
+    def generator():
+        epoch = counter["epoch"]
+        counter["epoch"] += 1
+        yield from epoch_batches(blocks, config, model_config, epoch)
+
+    signature = (
+        {
+            "x": tf.TensorSpec((None, steps, 21, 21, k), tf.float32),
+            "step_mask": tf.TensorSpec((None, steps), tf.bool),
+        },
+        tf.TensorSpec((None, steps), tf.int32),
+        tf.TensorSpec((None, steps), tf.float32),
+    )
+    data = tf.data.Dataset.from_generator(generator, output_signature=signature)
+    n = batches_per_epoch(blocks, config)
+    return data.apply(tf.data.experimental.assert_cardinality(n)).prefetch(2), n
+
+
+def distribution_strategy():
+    """All local GPUs when there are several, else the default (one device, CPU or GPU)."""
+    import tensorflow as tf
+
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def train(
+    simulations: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    model_config: Any = None,
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Train a new RCNN on a simulated shard folder and save it with its model card; returns the card."""
+    import keras
+    import tensorflow as tf
+
+    from rcnnlib.model import ModelConfig, build_model, save_model
+
+    config = config or TrainConfig()
+    model_config = model_config or ModelConfig()
+    source = open_sequences(simulations)
+    if not isinstance(source, ShardedDataset):
+        raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    train_blocks, val_blocks = split_blocks(
+        plan_blocks(source, config.block_size), config.val_fraction, config.seed
+    )
+    val = read_blocks(val_blocks)
+    if len(val) > config.max_val_sequences:
+        keep = np.random.default_rng(config.seed).choice(len(val), config.max_val_sequences, replace=False)
+        val = val.subset(np.sort(keep))
+    val_x, val_y, val_w = targets(prepare(val, model_config.preprocess))
+    data, n_batches = _tf_dataset(train_blocks, config, model_config)
+    if n_batches == 0:
+        raise InputError(f"fewer training sequences than one batch ({config.batch_size})", simulations)
+
+    with distribution_strategy().scope():
+        model = build_model(model_config)
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
+        ),
+        _EpochTimer(),
+    ]
+    start = time.perf_counter()
+    history = model.fit(
+        data,
+        epochs=config.epochs,
+        validation_data=(val_x, val_y, val_w),
+        callbacks=callbacks,
+        verbose=verbose if verbose != "auto" else (1 if sys.stderr.isatty() else 2),
+    )
+    elapsed = time.perf_counter() - start
+    n_train = sum(b.n for b in train_blocks)
+    best = int(np.argmin(history.history["val_loss"]))
+    card = {
+        "model": "RCNN trained on simulations only",
+        "training_data": {
+            "path": str(Path(simulations).resolve()),
+            "fingerprint": source.fingerprint,
+            "metadata": source.metadata,
+            "class_counts": source.class_counts(),
+            "n_train_sequences": n_train,
+            "n_val_sequences": len(val),
+        },
+        "train_config": config.to_dict(),
+        "seed": config.seed,
+        "training_time_s": round(elapsed, 1),
+        "epochs_run": len(history.history["loss"]),
+        "best_epoch": best + 1,
+        "sequences_per_second": round(n_train * len(history.history["loss"]) / elapsed, 1),
+        "validation": {
+            "loss": float(history.history["val_loss"][best]),
+            "step_accuracy": float(history.history["val_accuracy"][best]),
+        },
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "epoch_seconds": callbacks[1].seconds,
+        "environment": _environment(),
+    }
+    save_model(model, model_config, out_dir, card)
+    return card
+
+
+class _EpochTimer:
+    """Wall time of every epoch, for the model card (a duck-typed Keras callback)."""
+
+    def __new__(cls):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None) -> None:
+                self._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None) -> None:
+                self.seconds.append(round(time.perf_counter() - self._t0, 1))
+
+        return Timer()
+
+
+def _environment() -> dict[str, str]:
+    import platform
+
+    import keras
+    import tensorflow as tf
+
+    from rcnnlib import __version__
+
+    return {
+        "rcnnlib": __version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {len(tf.config.list_physical_devices('GPU'))} GPU(s)",
+    }
+
+
+# --------------------------------------------------------------------------- fine-tuning
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Fine-tuning on a handful of real sequences: few epochs, a small learning rate, augmentation."""
+
+    epochs: int = 30
+    learning_rate: float = 2e-4
+    batch_size: int = 16
+    augmentation: Augmentation | None = field(default_factory=Augmentation)
+
+
+def fine_tune(model: Any, model_config: Any, real: SequenceDataset, config: FineTuneConfig, seed: int) -> Any:
+    """A copy of ``model`` trained further on ``real``; each epoch sees freshly augmented copies."""
+    import keras
+
+    from rcnnlib.model import compile_model
+
+    keras.utils.set_random_seed(seed)
+    tuned = keras.models.clone_model(model)
+    tuned.set_weights(model.get_weights())
+    compile_model(tuned, config.learning_rate)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    for _ in range(config.epochs):
+        x, y, w = targets(prepare(real, model_config.preprocess, config.augmentation, rng))
+        tuned.fit(x, y, sample_weight=w, batch_size=config.batch_size, epochs=1, shuffle=True, verbose=0)
+    return tuned
+
+
+# --------------------------------------------------------------------------- CLI
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the RCNN on simulated shards (rcnnlib simulate)")
+    p.add_argument("simulations", type=Path, help="shard folder written by `rcnnlib simulate`")
+    p.add_argument("--out", type=Path, required=True, help="folder for model.keras and card.json")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--patience", type=int, default=TrainConfig.patience)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.epochs < 1 or args.batch_size < 1:
+        raise InputError("--epochs and --batch-size must be positive")
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=args.seed,
+        augmentation=None if args.no_augment else Augmentation(),
+    )
+    card = train(args.simulations, args.out, config)
+    print(json.dumps({k: card[k] for k in ("training_time_s", "epochs_run", "best_epoch", "validation")}))
+    return 0

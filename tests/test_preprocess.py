@@ -1,0 +1,163 @@
+"""One pre-processing function for simulated and real sequences: masking, scaling, alignment, windows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
+from rcnnlib.hits import load_hits
+from rcnnlib.preprocess import Augmentation, PreprocessConfig, calibrate, fourier_shift, prepare
+from rcnnlib.simulate import plan_shards, simulate_shard
+from rcnnlib.survey import Survey
+
+SEEING = CONDITION_NAMES.index("seeing")
+
+
+@pytest.fixture(scope="module")
+def real(hits_root) -> SequenceDataset:
+    ds = load_hits(hits_root, progress=False)
+    keep = np.concatenate([np.flatnonzero(ds.labels == c)[:6] for c in np.unique(ds.labels)])
+    return ds.subset(keep)
+
+
+@pytest.fixture(scope="module")
+def sim() -> SequenceDataset:
+    survey = Survey.preset("hits2015")
+    tasks = plan_shards(survey, 6, fields=[survey.fields[0]])
+    return SequenceDataset.concatenate([simulate_shard(survey, task, seed=3) for task in tasks])
+
+
+def _flat_sequence(n_epochs: int = 26, sky: float = 200.0, flux: np.ndarray | None = None, seed: int = 0):
+    """A Gaussian star of ``flux[t]`` ADU on a flat sky with Gaussian noise, HiTS-like conditions."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:21, 0:21]
+    psf = np.exp(-0.5 * ((yy - 10) ** 2 + (xx - 10) ** 2) / 2.0**2)
+    psf /= psf.sum()
+    flux = np.full(n_epochs, 2000.0) if flux is None else flux
+    stamps = sky + flux[:, None, None] * psf + rng.normal(0, 5.0, (n_epochs, 21, 21))
+    conditions = np.tile([1.2, sky, 25.0, 23.0, 86.0, 1.2], (n_epochs, 1))
+    return SequenceDataset(
+        stamps=stamps[None],
+        mjd=57070.0 + np.arange(n_epochs)[None] * 0.5,
+        conditions=conditions[None],
+        mask=np.ones((1, n_epochs), bool),
+        labels=np.array([4]),
+        ids=np.array(["flat"]),
+    )
+
+
+def test_shapes_and_prefix_step_mask(real, sim):
+    for ds in (real, sim):
+        inputs = prepare(ds)
+        assert inputs.x.shape == (len(ds), 20, 21, 21, 3)
+        assert inputs.x.dtype == np.float32
+        # valid steps come first, then padding, and padded steps are all zeros
+        mask = inputs.step_mask
+        assert (np.sort(mask, axis=1)[:, ::-1] == mask).all()
+        assert not inputs.x[~mask].any()
+        assert mask.any(axis=1).all()
+
+
+def test_one_code_path_no_dependence_on_the_batch(real, sim):
+    """Real and simulated sequences prepared together equal each prepared alone."""
+    n = min(real.n_epochs, sim.n_epochs)
+
+    def trim(ds):
+        return SequenceDataset(
+            ds.stamps[:, :n], ds.mjd[:, :n], ds.conditions[:, :n], ds.mask[:, :n], ds.labels, ds.ids
+        )
+
+    real_t, sim_t = trim(real), trim(sim)
+    both = prepare(SequenceDataset.concatenate([real_t, sim_t]))
+    alone = [prepare(real_t), prepare(sim_t)]
+    np.testing.assert_array_equal(both.x, np.concatenate([a.x for a in alone]))
+    np.testing.assert_array_equal(both.step_mask, np.concatenate([a.step_mask for a in alone]))
+
+
+def test_background_is_zero_and_noise_comparable_for_real_and_simulated(real, sim):
+    """After sky subtraction and scaling, empty sky looks the same in real and simulated inputs."""
+    stats = []
+    for ds in (real, sim):
+        inputs = prepare(ds)
+        corners = inputs.x[..., :4, :4, :][inputs.step_mask]  # far from the source
+        stats.append((np.median(corners), 1.4826 * np.median(np.abs(corners - np.median(corners)))))
+    # within half a noise sigma of zero (real stamps: wings of bright stars reach the border ring)
+    for median, noise in stats:
+        assert abs(median) < 0.5 * noise, stats
+    (_, noise_real), (_, noise_sim) = stats
+    assert 0.5 < noise_real / noise_sim < 2.0, stats
+
+
+def test_bad_seeing_epochs_are_dropped(real):
+    ds = real.subset([0])
+    conditions = ds.conditions.copy()
+    bad = np.flatnonzero(ds.mask[0])[5]
+    conditions[0, bad, SEEING] = 2.5
+    degraded = SequenceDataset(ds.stamps, ds.mjd, conditions, ds.mask, ds.labels, ds.ids)
+    config = PreprocessConfig(align_on_detection=False)
+    before, after = prepare(ds, config), prepare(degraded, config)
+    assert after.n_good_epochs[0] == before.n_good_epochs[0] - 1
+    assert bad not in after.last_epoch[0]
+    assert after.step_mask.sum() == min(before.step_mask.sum() - 1, 20) or before.step_mask.sum() == 20
+
+
+def test_flux_is_scaled_to_the_reference_zero_point():
+    """The same star seen with another zero point and exposure time gives the same calibrated flux."""
+    ds = _flat_sequence()
+    flux_a, _ = calibrate(ds.stamps[0, :1], ds.conditions[0, :1], PreprocessConfig())
+    other = ds.conditions[0, :1].copy()
+    other[0, CONDITION_NAMES.index("zero_point")] = 25.5  # 1 ADU/s is a fainter star: more ADU per star
+    other[0, CONDITION_NAMES.index("exp_time")] = 43.0  # half the time: half the ADU
+    seen = 200.0 + (ds.stamps[0, :1] - 200.0) * 10 ** (0.4 * 0.5) / 2.0
+    flux_b, _ = calibrate(seen, other, PreprocessConfig())
+    np.testing.assert_allclose(flux_a.sum(), flux_b.sum(), rtol=1e-3)
+
+
+def test_window_starts_three_epochs_before_a_brightening():
+    flux = np.full(26, 50.0)
+    flux[12:] = 5000.0  # a transient appears at epoch 12
+    inputs = prepare(_flat_sequence(flux=flux))
+    assert inputs.last_epoch[0, 0] == 12 - 3 + 2  # the first step holds epochs 9, 10, 11
+    steady = prepare(_flat_sequence())
+    assert steady.last_epoch[0, 0] == 2  # a constant star is not moved
+    no_align = prepare(_flat_sequence(flux=flux), PreprocessConfig(align_on_detection=False))
+    assert no_align.last_epoch[0, 0] == 2
+
+
+def test_labels_never_change_the_input(real):
+    relabelled = SequenceDataset(
+        real.stamps, real.mjd, real.conditions, real.mask, np.zeros_like(real.labels), real.ids
+    )
+    np.testing.assert_array_equal(prepare(real).x, prepare(relabelled).x)
+
+
+def test_augmentation_is_repeatable_and_keeps_flux(sim):
+    aug = Augmentation(shift_px=0.0, zero_point_error=0.0, sky_error=0.0)  # geometry only
+    a = prepare(sim, augmentation=aug, rng=np.random.default_rng(1))
+    b = prepare(sim, augmentation=aug, rng=np.random.default_rng(1))
+    plain = prepare(sim)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, plain.x)
+    np.testing.assert_allclose(a.x.sum(axis=(2, 3)), plain.x.sum(axis=(2, 3)), rtol=1e-4, atol=1e-3)
+    full = prepare(sim, augmentation=Augmentation(), rng=np.random.default_rng(2))
+    assert np.isfinite(full.x).all()
+    with pytest.raises(ValueError, match="random generator"):
+        prepare(sim, augmentation=Augmentation())
+
+
+def test_fourier_shift_moves_a_star_by_the_requested_amount():
+    yy, xx = np.mgrid[0:21, 0:21]
+    star = np.exp(-0.5 * ((yy - 10) ** 2 + (xx - 10) ** 2) / 1.5**2).astype(np.float32)
+    moved = fourier_shift(star[None], np.array([[0.4, -0.7]]))[0]
+    centroid = np.array([(moved * yy).sum(), (moved * xx).sum()]) / moved.sum()
+    np.testing.assert_allclose(centroid, [10.4, 9.3], atol=0.02)
+    np.testing.assert_allclose(moved.sum(), star.sum(), rtol=1e-5)
+
+
+def test_config_round_trip():
+    config = replace(PreprocessConfig(), n_steps=12, softening=5.0)
+    assert PreprocessConfig(**config.to_dict()) == config
+    assert prepare(_flat_sequence(), config).x.shape == (1, 12, 21, 21, 3)
