@@ -18,9 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcnnlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from rcnnlib import baseline, fetch, hits, runner, simulate
+    from rcnnlib import baseline, classify, evaluate, fetch, hits, runner, simulate, train
 
-    for module in (hits, fetch, runner, simulate, baseline):
+    for module in (hits, fetch, runner, simulate, train, evaluate, classify, baseline):
         module.add_cli(sub)
     return parser
 
