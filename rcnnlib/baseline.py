@@ -380,4 +380,9 @@ def format_result(result: dict[str, Any]) -> str:
         + f"{aug['macro_recall']:9.3f} +- {aug['macro_recall_std']:.3f}"
     )
     lines.append(f"{'n_test':12s}" + "".join(f"{result['n_test'][n]:8d}" for n in names))
+    if "best_params" in result:
+        lines.append(
+            f"grid search on simulations: best {result['best_params']}, "
+            f"cross-validated macro recall {result['cv_macro_recall']:.3f}"
+        )
     return "\n".join(lines)
