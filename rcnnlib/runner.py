@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import copy
 import datetime as dt
 import fcntl
 import hashlib
@@ -552,7 +553,13 @@ def notebook_hashes(notebook: Path) -> tuple[str, str]:
     code = [(c.source, "parameters" in c.metadata.get("tags", [])) for c in nb.cells if c.cell_type == "code"]
     kernel = nb.metadata.get("kernelspec", {}).get("name")
     shown = [
-        (c.cell_type, c.source if c.cell_type != "code" else "", c.metadata.get("tags", [])) for c in nb.cells
+        (
+            c.cell_type,
+            c.source if c.cell_type != "code" else "",
+            c.metadata.get("tags", []),
+            c.metadata.get("mystnb"),
+        )
+        for c in nb.cells
     ]
     return _digest({"code": code, "kernel": kernel}), _digest(shown)
 
@@ -698,7 +705,36 @@ def _decorate(executed: Any, box: str) -> Any:
     at = 1 if cells and cells[0].cell_type == "markdown" and cells[0].source.lstrip().startswith("#") else 0
     cells.insert(at, new_markdown_cell(box, metadata={"tags": [PARAMETERS_TAG]}))
     executed.cells = cells
+    _default_alt_text(cells)
     return executed
+
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+
+
+def _default_alt_text(cells: list[Any]) -> None:
+    """Give figures without alt text (cell metadata ``mystnb.image.alt``) one naming their section.
+
+    A fallback so that screen readers never read out an image's file name; the
+    author's own ``"mystnb": {"image": {"alt": "..."}}`` always wins.
+    """
+    title = section = ""
+    for cell in cells:
+        if cell.cell_type == "markdown" and PARAMETERS_TAG not in cell.metadata.get("tags", []):
+            for line in cell.source.splitlines():
+                match = re.match(r"^(#{1,6})\s+(.+?)\s*#*$", line)
+                if match:
+                    text = re.sub(r"[*_`]", "", match.group(2))
+                    title = title or text
+                    section = text
+            continue
+        outputs = cell.get("outputs", []) if cell.cell_type == "code" else []
+        if not any(t in o.get("data", {}) for o in outputs for t in IMAGE_TYPES):
+            continue
+        options = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})
+        if not options.get("alt"):
+            where = f"section “{section}” of “{title}”" if section and section != title else f"“{title}”"
+            options["alt"] = f"Figure of the {where}" if title else "Figure"
 
 
 def _refresh_presentation(source: Path, executed_path: Path) -> bool:
@@ -724,8 +760,9 @@ def _refresh_presentation(source: Path, executed_path: Path) -> bool:
         ran = next(it)
         if ran.source != cell.source:
             return False
-        keep = {k: v for k, v in ran.metadata.items() if k not in ("tags",)}
-        ran.metadata = {**keep, **({"tags": cell.metadata["tags"]} if cell.metadata.get("tags") else {})}
+        keep = {k: v for k, v in ran.metadata.items() if k not in ("tags", "mystnb")}
+        shown = {k: cell.metadata[k] for k in ("tags", "mystnb") if cell.metadata.get(k)}
+        ran.metadata = {**keep, **copy.deepcopy(shown)}
         cells.append(ran)
         if "parameters" in cell.metadata.get("tags", []):
             cells.extend(injected)

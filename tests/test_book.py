@@ -281,6 +281,11 @@ def open_page(page: DevTools, path: Path) -> dict[str, Any]:
     return json.loads(result["result"]["value"])
 
 
+def described(alt: str) -> bool:
+    """Alt text that says something: not empty, not the image's file name."""
+    return bool(alt.strip()) and not re.search(r"\.(png|jpe?g|svg|gif)$", alt.strip(), flags=re.I)
+
+
 def test_every_page_reads_well_in_chromium(book: dict[str, Any], browser: DevTools):
     shots = Path(os.environ.get("ARTEFACTS_DIR") or REPO / "build" / "test-artefacts") / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -294,6 +299,12 @@ def test_every_page_reads_well_in_chromium(book: dict[str, Any], browser: DevToo
         broken = [img["src"] for img in info["images"] if img["width"] == 0]
         if broken:
             problems.append(f"{page}: {len(broken)} image(s) did not load: {broken[:3]}")
+        # figures are described for screen readers (the runner's fallback names their section)
+        mute = [
+            img["src"] for img in info["images"] if "_images/" in img["src"] and not described(img["alt"])
+        ]
+        if mute:
+            problems.append(f"{page}: {len(mute)} figure(s) without alt text: {mute[:2]}")
         if info["errors"]:
             problems.append(f"{page}: error output shown: {info['errors'][0]!r}")
         text = info["text"]

@@ -381,3 +381,23 @@ def test_library_modules_follow_imports_through_the_package():
     assert runner.library_modules(["def broken(:"]) is None  # unknown: the caller hashes everything
     # editing a module a stage does not import leaves its fingerprint alone
     assert runner.library_fingerprint({"rcnnlib", "rcnnlib.paths"}) != runner.library_fingerprint(None)
+
+
+def test_figures_without_alt_text_get_one_naming_their_section():
+    from nbformat.v4 import new_output
+
+    figure = new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    cells = [
+        new_markdown_cell("# The survey"),
+        new_markdown_cell("## Observing *conditions*"),
+        new_code_cell("fig", outputs=[figure]),
+        new_code_cell("fig", outputs=[figure], metadata={"mystnb": {"image": {"alt": "Seeing against MJD"}}}),
+        new_code_cell("print(1)", outputs=[new_output("stream", name="stdout", text="1")]),
+    ]
+    runner._default_alt_text(cells)
+    assert (
+        cells[2].metadata["mystnb"]["image"]["alt"]
+        == "Figure of the section “Observing conditions” of “The survey”"
+    )
+    assert cells[3].metadata["mystnb"]["image"]["alt"] == "Seeing against MJD"  # the author's wins
+    assert "mystnb" not in cells[4].metadata
