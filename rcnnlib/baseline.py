@@ -272,6 +272,11 @@ def run_baseline(
     """
     from rcnnlib.hits import load_hits
 
+    if n_sim_per_class < 1:
+        raise InputError(f"--n-sim-per-class must be a positive integer, got {n_sim_per_class}")
+    plan_shards(
+        Survey.preset("hits2015"), 1, classes=tuple(train_classes), fields=fields
+    )  # bad names: fail now
     real = load_hits(hits_dir)  # natural order: the RCNN evaluation draws on these very labels
     few_shot_draws(real.labels, augment_per_class, repeats, seed)  # fail before the slow part
     sim = simulate_training_set(
