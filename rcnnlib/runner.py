@@ -37,25 +37,33 @@ Values the runner provides (injected only into notebooks that declare them):
 * ``source_dir``: the book sources (repository root), ``profile_name``: the profile.
 
 Caching. Each stage's key is a hash of its resolved parameters, its code cells
-(and which one is the parameters cell), the package source and packaged data
-(``rcnnlib/`` and ``data/``), the versions of Python and of the direct
-dependencies, the fingerprint of the real-data folder (``MANIFEST.sha256`` plus
-every file's size and mtime) and the keys of all earlier stages, a conservative
-chain. After a successful execution the runner writes
-``build/<profile>/stages/<stem>.json`` atomically (key, parameters, wall time,
-the run ids of the earlier stages it read). A stage is skipped when its record
-is ``ok``, has the same key, and the earlier stages have not been re-executed
-since; otherwise it and every later stage run again. Editing only the markdown
-(or cell tags) of a notebook re-renders it without re-executing. An interrupted
-run therefore resumes at the first stage without a valid record.
+(and which one is the parameters cell), the source of the ``rcnnlib`` modules it
+imports (statically, followed through the package's own imports; all of them if
+a cell cannot be parsed) and all packaged data (``data/``, non-Python files of
+``rcnnlib/``), the versions of Python and of the direct dependencies, the
+fingerprint of the real-data folder (``MANIFEST.sha256`` plus every file's size
+and mtime) and the keys of all earlier stages, a conservative chain; summary
+stages also hash ``params/`` and every notebook's code. After a successful
+execution the runner writes ``build/<profile>/stages/<stem>.json`` atomically
+(key, digest of each part of it, parameters, wall time, the run ids of the
+earlier stages it read). A stage is skipped when its record is ``ok``, has the
+same key, and the earlier stages have not been re-executed since; otherwise it
+and every later stage run again, and the log says which part changed. Editing
+only the markdown (or cell tags, or ``mystnb`` cell metadata) of a notebook
+re-renders it without re-executing. An interrupted run resumes at the first
+stage without a valid record; ``--force`` re-executes the selected stages.
+``--only STAGE`` brings STAGE and the stages before it up to date, not the later
+ones (and so builds no HTML).
 
 Each executed copy (``build/<profile>/book/<stem>.ipynb``) gets a box at its top
-listing the parameters it ran with and where each value came from. A failed
+listing the parameters it ran with and where each value came from, and figures
+without alt text get one naming their section. A failed
 stage leaves its executed notebook, error included, at that same path; the
 HTML book is built only when every stage is up to date, and a run that leaves a
-stage failed or out of date removes the previous ``_build/html``, so no book is
-ever read from stale results. ``build/<profile>/book-run.json`` records the last
-run: which stages ran or came from the cache, wall times, parameters.
+stage failed or out of date (or re-executes with ``--no-html``) removes the
+previous ``_build/html``, so no book is ever read from stale results.
+``build/<profile>/book-run.json`` records the last run: which stages ran or came
+from the cache, wall times, parameters.
 """
 
 from __future__ import annotations
