@@ -23,13 +23,14 @@ import numpy as np
 
 from rcnnlib.dataset import SequenceDataset, atomic_path
 from rcnnlib.errors import InputError
-from rcnnlib.model import last_step_proba, load_model, predict_proba
 from rcnnlib.preprocess import ModelInput, prepare
 from rcnnlib.protocol import confusion, few_shot_draws, macro_recall, recall_per_class
 
 
 def predict_sequences(model: Any, config: Any, ds: SequenceDataset) -> tuple[ModelInput, np.ndarray]:
     """Prepared inputs and per-step probabilities (N, steps, classes) of every sequence."""
+    from rcnnlib.model import predict_proba
+
     inputs = prepare(ds, config.preprocess)
     return inputs, predict_proba(model, inputs.x, inputs.step_mask)
 
@@ -85,6 +86,7 @@ def evaluate_on_real(
     ``model`` is a saved model folder (the shipped pretrained model by default).
     ``finetune_per_class=0`` skips fine-tuning.
     """
+    from rcnnlib.model import last_step_proba, load_model, predict_proba
     from rcnnlib.train import FineTuneConfig, fine_tune
 
     base, config, card = load_model(model)

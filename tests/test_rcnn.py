@@ -1,0 +1,259 @@
+"""The RCNN: built from a config, masked, saved and loaded, streamed, trained repeatably, evaluated."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rcnnlib.dataset import SequenceDataset
+from rcnnlib.errors import InputError
+from rcnnlib.hits import load_hits
+from rcnnlib.model import (
+    ModelConfig,
+    build_model,
+    last_step_proba,
+    load_model,
+    predict_proba,
+    pretrained_dir,
+    save_model,
+)
+from rcnnlib.preprocess import PreprocessConfig, prepare
+from rcnnlib.protocol import few_shot_draws
+from rcnnlib.stream import StreamingClassifier
+
+pytestmark = pytest.mark.xdist_group("tensorflow")  # one process builds TF graphs; the other runs the rest
+
+TINY = ModelConfig(conv_filters=(4, 4), dense_units=8, lstm_units=8)
+
+
+@pytest.fixture(scope="module")
+def real(hits_root) -> SequenceDataset:
+    ds = load_hits(hits_root, progress=False)
+    keep = np.concatenate([np.flatnonzero(ds.labels == c)[:14] for c in np.unique(ds.labels)])
+    return ds.subset(keep)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A small untrained model, saved: enough to test plumbing, not accuracy."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    save_model(build_model(TINY), TINY, folder, {"model": "tiny, untrained", "seed": 0})
+    return folder
+
+
+def test_model_follows_its_config():
+    model = build_model(TINY)
+    assert model.output_shape == (None, 20, 7)
+    bigger = build_model(replace(TINY, lstm_units=16))
+    assert bigger.count_params() > model.count_params()
+    shorter = build_model(replace(TINY, preprocess=PreprocessConfig(n_steps=8)))
+    assert shorter.output_shape == (None, 8, 7)
+    with pytest.raises(InputError, match="same length"):
+        build_model(replace(TINY, conv_strides=(1,)))
+    assert ModelConfig.from_dict(json.loads(json.dumps(TINY.to_dict()))) == TINY
+
+
+def test_masked_steps_do_not_change_valid_outputs(real, tiny_model_dir):
+    model, config, _ = load_model(tiny_model_dir)
+    inputs = prepare(real.subset(np.arange(6)), config.preprocess)
+    mask = inputs.step_mask.copy()
+    mask[:, 10:] = False
+    noisy = inputs.x.copy()
+    noisy[:, 10:] = np.random.default_rng(0).normal(size=noisy[:, 10:].shape)
+    a = predict_proba(model, inputs.x, mask)
+    b = predict_proba(model, noisy, mask)
+    np.testing.assert_allclose(a[:, :10], b[:, :10], atol=1e-6)
+    np.testing.assert_allclose(last_step_proba(a, mask), a[:, 9], atol=0)
+    np.testing.assert_allclose(a.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_save_load_round_trip(real, tiny_model_dir, tmp_path):
+    model, config, card = load_model(tiny_model_dir)
+    assert card["model"] == "tiny, untrained" and config == TINY
+    inputs = prepare(real.subset(np.arange(4)), config.preprocess)
+    again = save_model(model, config, tmp_path / "copy", card)
+    model2, config2, _ = load_model(again)
+    assert config2 == config
+    np.testing.assert_array_equal(
+        predict_proba(model, inputs.x, inputs.step_mask), predict_proba(model2, inputs.x, inputs.step_mask)
+    )
+    assert not list((tmp_path / "copy").glob(".*partial*")), "temporary files left behind"
+
+
+def test_bad_model_folder_is_named(tmp_path):
+    with pytest.raises(InputError, match=r"model\.keras is missing"):
+        load_model(tmp_path)
+    (tmp_path / "model.keras").write_text("not a zip")
+    (tmp_path / "card.json").write_text(json.dumps({"config": TINY.to_dict()}))
+    with pytest.raises(InputError, match="unreadable Keras model"):
+        load_model(tmp_path)
+
+
+def test_streaming_equals_batch(real, tiny_model_dir):
+    model, config, _ = load_model(tiny_model_dir)
+    ds = real.subset([0, 20, 40])
+    batch_config = replace(config.preprocess, align_on_detection=False)
+    inputs = prepare(ds, batch_config)
+    batch = predict_proba(model, inputs.x, inputs.step_mask)
+    stream = StreamingClassifier(model=model, config=config)
+    for i in range(len(ds)):
+        stream.reset()
+        seen = []
+        for t in np.flatnonzero(ds.mask[i]):
+            before = stream.n_steps
+            proba = stream.update(ds.stamps[i, t], ds.mjd[i, t], ds.conditions[i, t])
+            if stream.n_steps > before:
+                seen.append(proba)
+        n = int(inputs.step_mask[i].sum())
+        assert len(seen) >= n
+        np.testing.assert_allclose(np.array(seen[:n]), batch[i, :n], atol=1e-5)
+
+
+def test_streaming_rejects_bad_input(tiny_model_dir):
+    stream = StreamingClassifier(tiny_model_dir)
+    good = [1.2, 200.0, 25.0, 23.0, 86.0, 1.1]
+    with pytest.raises(InputError, match="21x21"):
+        stream.update(np.zeros((20, 21)), 57000.0, good)
+    with pytest.raises(InputError, match="non-finite"):
+        stream.update(np.full((21, 21), np.nan), 57000.0, good)
+    with pytest.raises(InputError, match="conditions"):
+        stream.update(np.zeros((21, 21)), 57000.0, good[:3])
+    assert stream.update(np.zeros((21, 21)), 57000.0, good) is None  # one epoch is not a step yet
+    with pytest.raises(InputError, match="time order"):
+        stream.update(np.zeros((21, 21)), 56999.0, good)
+    bad_seeing = dict(
+        zip(("seeing", "sky", "zero_point", "limit_mag_5sigma", "exp_time", "airmass"), good, strict=True)
+    )
+    bad_seeing["seeing"] = 2.4
+    assert stream.update(np.zeros((21, 21)), 57001.0, bad_seeing) is None
+    assert stream.n_epochs == 2 and len(stream._buffer) == 1
+
+
+def test_fine_tuning_draws_are_disjoint_from_test_sets(real):
+    draws = few_shot_draws(real.labels, 10, 4, seed=5)
+    for draw in draws:
+        assert not set(draw.train) & set(draw.test)
+        assert len(draw.train) + len(draw.test) == len(real)
+        assert (np.bincount(real.labels[draw.train])[np.unique(real.labels)] == 10).all()
+    assert not np.array_equal(draws[0].train, draws[1].train)
+    again = few_shot_draws(real.labels, 10, 2, seed=5)
+    np.testing.assert_array_equal(again[1].train, draws[1].train)
+    with pytest.raises(InputError, match="nothing would be left"):
+        few_shot_draws(real.labels, 14, 1, seed=0)
+
+
+def test_evaluate_protocol_schema(real, tiny_model_dir):
+    from rcnnlib.evaluate import evaluate_on_real
+    from rcnnlib.train import FineTuneConfig
+
+    result = evaluate_on_real(
+        real,
+        tiny_model_dir,
+        finetune_per_class=4,
+        repeats=2,
+        seed=1,
+        finetune_config=FineTuneConfig(epochs=1),
+        progress=False,
+    )
+    classes = ["SN", "RRL", "EB", "NV"]
+    assert result["classes"] == classes
+    for key in ("sim_only", "fine_tuned"):
+        assert set(result[key]["recall"]) == set(classes)
+        assert 0.0 <= result[key]["macro_recall"] <= 1.0
+        assert result[key]["macro_recall"] == pytest.approx(np.mean(list(result[key]["recall"].values())))
+    assert result["fine_tuned"]["macro_recall_std"] >= 0.0
+    assert result["n_test"] == {name: 10 for name in classes}
+    # every test prediction is of a sequence outside that repeat's fine-tuning draw
+    draws = few_shot_draws(real.labels, 4, 2, seed=1)
+    predictions = np.array(result["fine_tuned"]["predictions"])
+    for draw, pred in zip(draws, predictions, strict=True):
+        assert (pred[draw.train] == -1).all() and (pred[draw.test] >= 0).all()
+    assert np.array(result["fine_tuned"]["confusion"]).sum() == 2 * 40
+
+
+def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rcnnlib.cli", *args], capture_output=True, text=True, check=False, cwd=cwd
+    )
+
+
+def test_cli_errors_are_one_line(tmp_path, tiny_model_dir):
+    proc = _run_cli("evaluate", "--hits-dir", str(tmp_path / "nowhere"), "--model", str(tiny_model_dir))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "nowhere" in proc.stderr
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, stamps=np.zeros((5, 21, 21)))
+    proc = _run_cli("classify", str(bad), "--model", str(tiny_model_dir))
+    assert proc.returncode == 2 and "missing array 'mjd'" in proc.stderr and "bad.npz" in proc.stderr
+    proc = _run_cli("classify", str(tmp_path / "x.txt"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    proc = _run_cli("evaluate", "--model", str(tmp_path), "--repeats", "0")
+    assert proc.returncode == 2 and "--repeats" in proc.stderr
+
+
+def test_classify_npz_and_fits_agree(real, tiny_model_dir, tmp_path):
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from rcnnlib.classify import classify, read_sequences
+
+    ds = real.subset([3])
+    t = np.flatnonzero(ds.mask[0])
+    names = ("seeing", "sky", "zero_point", "limit_mag_5sigma", "exp_time", "airmass")
+    np.savez(tmp_path / "one.npz", stamps=ds.stamps[0, t], mjd=ds.mjd[0, t], conditions=ds.conditions[0, t])
+    table = Table({"MJD": ds.mjd[0, t], **{n.upper(): ds.conditions[0, t, i] for i, n in enumerate(names)}})
+    fits.HDUList([fits.PrimaryHDU(ds.stamps[0, t]), fits.BinTableHDU(table)]).writeto(tmp_path / "one.fits")
+    a = classify(read_sequences(tmp_path / "one.npz"), tiny_model_dir)
+    b = classify(read_sequences(tmp_path / "one.fits"), tiny_model_dir)
+    assert [s["probabilities"] for s in a[0]["steps"]] == [s["probabilities"] for s in b[0]["steps"]]
+    assert a[0]["steps"] and a[0]["class"] in ds.class_names
+    proc = _run_cli(
+        "classify",
+        str(tmp_path / "one.npz"),
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+        str(tmp_path / "p.json"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "p.json").read_text())[0]["steps"][0]["epochs_seen"] == 3
+
+
+@pytest.mark.slow
+def test_training_is_repeatable_and_writes_a_card(tmp_path):
+    """Two trainings with one seed give identical weights; the card records data, seed and figures."""
+    from rcnnlib.simulate import simulate_to_disk
+    from rcnnlib.survey import Survey
+    from rcnnlib.train import TrainConfig, train
+
+    survey = Survey.preset("hits2015")
+    sims = simulate_to_disk(survey, tmp_path / "sims", 40, seed=2, fields=survey.fields[:1], progress=False)
+    config = TrainConfig(epochs=1, batch_size=32, block_size=20, mix_blocks=7, val_fraction=0.5, seed=4)
+    small = replace(TINY, preprocess=PreprocessConfig(n_steps=6))
+    cards = [train(tmp_path / "sims", tmp_path / f"m{i}", config, small, verbose=0) for i in range(2)]
+    weights = [load_model(tmp_path / f"m{i}")[0].get_weights() for i in range(2)]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    card = cards[0]
+    assert card["training_data"]["fingerprint"] == sims.fingerprint
+    assert card["seed"] == 4 and card["epochs_run"] == 1
+    assert 0.0 <= card["validation"]["step_accuracy"] <= 1.0
+    assert card["training_data"]["n_train_sequences"] + card["training_data"]["n_val_sequences"] == len(sims)
+
+
+def test_shipped_model_has_a_card():
+    card = json.loads((pretrained_dir() / "card.json").read_text())
+    for key in ("training_data", "seed", "training_time_s", "validation", "train_config", "config"):
+        assert key in card, key
+    assert card["training_data"]["n_train_sequences"] > 10_000
+    model, config, _ = load_model()
+    assert model.output_shape[-1] == len(config.class_names)
