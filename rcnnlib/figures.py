@@ -573,3 +573,96 @@ def bright_examples(ds: SequenceDataset, quantile: float = 0.9) -> dict[str, int
             order = members[np.argsort(peak[members], kind="stable")]
             chosen[name] = int(order[min(int(quantile * members.size), members.size - 1)])
     return chosen
+
+
+# --------------------------------------------------------------------------- the RCNN chapters
+def plot_training_history(history: dict[str, list[float]], title: str = "") -> Figure:
+    """Loss and per-step accuracy by epoch, training vs held-out simulations."""
+    fig = new_figure(7.0, 2.6)
+    axes = fig.subplots(1, 2)
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for ax, key, label in zip(
+        axes, ("loss", "accuracy"), ("cross-entropy", "per-step accuracy"), strict=True
+    ):
+        ax.plot(epochs, history[key], "o-", label="training (augmented)")
+        ax.plot(epochs, history[f"val_{key}"], "s--", label="validation (simulated)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def plot_confusion(
+    matrices: dict[str, np.ndarray], class_names: Sequence[str], true_classes: Sequence[str]
+) -> Figure:
+    """Confusion matrices (rows: true real classes, columns: all predicted classes), row-normalised."""
+    fig = new_figure(3.6 * len(matrices), 2.8)
+    axes = np.atleast_1d(fig.subplots(1, len(matrices)))
+    rows = [list(class_names).index(c) for c in true_classes]
+    for ax, (title, matrix) in zip(axes, matrices.items(), strict=True):
+        counts = np.asarray(matrix)[rows]
+        frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+        for r in range(frac.shape[0]):
+            for c in range(frac.shape[1]):
+                if counts[r, c]:
+                    ax.text(
+                        c,
+                        r,
+                        f"{frac[r, c]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="w" if frac[r, c] > 0.6 else "k",
+                    )
+        ax.set_xticks(range(len(class_names)), class_names, fontsize=7)
+        ax.set_yticks(range(len(rows)), true_classes, fontsize=7)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_early_recall(curves: dict[str, dict[str, list[float]]], epochs_per_step: int = 3) -> Figure:
+    """Recall per class against the number of epochs seen, one panel per model."""
+    fig = new_figure(3.6 * len(curves), 2.8)
+    axes = np.atleast_1d(fig.subplots(1, len(curves), sharey=True))
+    for ax, (title, early) in zip(axes, curves.items(), strict=True):
+        for name, values in early.items():
+            ax.plot(np.arange(len(values)) + epochs_per_step, values, marker=".", label=name)
+        ax.set_xlabel("epochs seen")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("recall")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def plot_prediction_examples(
+    ds: SequenceDataset,
+    indices: Sequence[int],
+    predicted: Sequence[str],
+    confidence: Sequence[float],
+    max_epochs: int = 12,
+) -> Figure:
+    """Image strips of some sequences, titled with true and predicted class."""
+    n = max(len(indices), 1)
+    fig = new_figure(0.62 * max_epochs + 0.4, 0.95 * n + 0.2)
+    grid = np.atleast_2d(fig.subplots(n, max_epochs))
+    for row, i, pred, p in zip(grid, indices, predicted, confidence, strict=False):
+        draw_strip(list(row), ds, int(i), max_epochs)
+        truth = ds.class_names[ds.labels[i]]
+        verdict = "correct" if pred == truth else "wrong"
+        row[0].text(
+            -0.2,
+            0.5,
+            f"{truth} → {pred} ({p:.2f}, {verdict})",
+            transform=row[0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+            color="k" if pred == truth else CUT_COLOR,
+        )
+    return fig
