@@ -42,6 +42,16 @@ def test_forest_accepts_nan_features_and_exposes_importances():
     assert LightCurveForest(n_estimators=50, random_state=0).fit(X_noise, y).feature_importances_[-1] < 0.1
 
 
+def test_small_batch_probabilities_equal_the_forest_s():
+    X, y = blobs(60, 4, 5, seed=3)
+    X[::4, 1] = np.nan
+    forest = LightCurveForest(n_estimators=25, random_state=0).fit(X, y)
+    for rows in (X[:1], X[: baseline.SMALL_BATCH], X):  # fast path, fast path, scikit-learn's path
+        np.testing.assert_allclose(
+            forest.predict_proba(rows), forest.forest_.predict_proba(rows), rtol=0, atol=1e-12
+        )
+
+
 def test_grid_search_picks_from_the_grid_and_scores_macro_recall():
     X, y = blobs(30, 4, 5, seed=2)
     grid = {"max_depth": [1, None], "min_samples_leaf": [1]}
