@@ -606,6 +606,7 @@ class BookRun:
     html: Path | None = None
     stale: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    html_seconds: float | None = None
 
     @property
     def executed(self) -> list[str]:
@@ -988,7 +989,8 @@ def run_book(
         elif html:
             start = time.perf_counter()
             result.html = build_html(build)
-            say(f"  HTML built in {time.perf_counter() - start:.0f} s")
+            result.html_seconds = time.perf_counter() - start
+            say(f"  HTML built in {result.html_seconds:.0f} s")
         result.seconds = time.perf_counter() - started
         _write_run(build, prof["name"], result, parameters, overrides)
     return result
@@ -1086,6 +1088,7 @@ def _write_run(
         "seconds": round(result.seconds, 2),
         "overrides": dict(overrides or {}),
         "html": str(result.html) if result.html else None,
+        "html_seconds": None if result.html_seconds is None else round(result.html_seconds, 2),
         "stages": [
             {
                 "stage": s.stage,
