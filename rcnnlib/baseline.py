@@ -339,8 +339,14 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "baseline",
         help="light-curve random forest: recall on real HiTS, sim-only and augmented",
         description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--hits-dir", type=Path, default=None, help="real HiTS folder (default: RCNNLIB_HITS_DIR)")
+    p.add_argument(
+        "--hits-dir",
+        type=Path,
+        default=None,
+        help="real HiTS folder; None: $RCNNLIB_HITS_DIR, else ../shared/hits",
+    )
     p.add_argument("--augment-per-class", type=int, default=10, help="real sequences per class added")
     p.add_argument("--repeats", type=int, default=10, help="random draws of the augmented protocol")
     p.add_argument("--seed", type=int, default=0)

@@ -139,7 +139,11 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("baseline", help="forest cost per new alert epoch and per sequence")
+    p = sub.add_parser(
+        "baseline",
+        help="forest cost per new alert epoch and per sequence",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--n-sequences", type=int, default=40, help="real HiTS sequences timed")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--n-per-class", type=int, default=100, help="simulated training sequences per class")
