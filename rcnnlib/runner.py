@@ -864,6 +864,7 @@ def run_book(
     source_dir: str | Path | None = None,
     progress: bool = True,
     force: bool = False,
+    dry_run: bool = False,
 ) -> BookRun:
     """Bring the book's stages up to date with a profile (cached ones are skipped), then build the HTML.
 
@@ -871,7 +872,8 @@ def run_book(
     ``book/`` and ``params/``. ``only`` brings these stages (by stem) up to date,
     with the earlier stages they read; later stages are left as they are.
     ``force`` re-executes the selected stages even when their cache is valid.
-    The HTML is built only if every stage is up to date.
+    The HTML is built only if every stage is up to date. ``dry_run`` only says
+    which stages would run and why (status ``"would run"``), changing nothing.
     """
     started = time.perf_counter()
     source_dir = Path(source_dir or paths.REPO_ROOT).resolve()
@@ -939,13 +941,17 @@ def run_book(
                 and not (force and stage.stem in selected)
             )
             status = "cached"
-            if use_cache and record.get("shown") != shown_hash:  # markdown or tags edited: re-render only
+            if use_cache and dry_run and record.get("shown") != shown_hash:
+                status = "would refresh"
+            elif use_cache and record.get("shown") != shown_hash:  # markdown or tags edited: re-render only
                 use_cache = _refresh_presentation(source_dir / stage.notebook, executed_path)
                 if use_cache:
                     record["shown"] = shown_hash
                     _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
                     status = "refreshed"
-            regular_fresh = all(r.status in ("cached", "refreshed", "executed") for r in result.stages)
+            regular_fresh = all(
+                r.status in ("cached", "refreshed", "executed", "would run") for r in result.stages
+            )
             if use_cache:
                 result.stages.append(StageResult(stage.stem, status, key, 0.0, record))
                 when, took = record.get("finished", "?"), record.get("seconds", 0)
@@ -953,6 +959,9 @@ def run_book(
             elif not (stage.stem in selected or (stage.summary and regular_fresh)):
                 result.stages.append(StageResult(stage.stem, "not run", key, 0.0, record))
                 say(f"  {stage.stem}: out of date, not run")
+            elif dry_run:
+                result.stages.append(StageResult(stage.stem, "would run", key, 0.0, None))
+                say(f"  {stage.stem}: would run ({_why(record, reasons, runs, executed_path)})")
             else:
                 say(f"  {stage.stem}: running ({_why(record, reasons, runs, executed_path)})...")
                 record = _execute_stage(
@@ -976,9 +985,16 @@ def run_book(
                 result.stages.append(StageResult(stage.stem, "executed", key, record["seconds"], record))
                 say(f"  {stage.stem}: executed in {record['seconds']:.0f} s")
             keys.append(key)
-            runs.append(record.get("run_id") if result.stages[-1].status != "not run" and record else None)
+            done = result.stages[-1].status
+            if done == "would run":  # a dry run: whatever reads this stage would run after it
+                runs.append("pending")
+            else:
+                runs.append(record.get("run_id") if done != "not run" and record else None)
 
         result.stale = [s.stage for s in result.stages if s.status == "not run"]
+        if dry_run:
+            result.seconds = time.perf_counter() - started
+            return result
         copy_book_sources(source_dir, build)
         changed = any(s.status in ("executed", "refreshed") for s in result.stages)
         if result.stale:
@@ -1163,6 +1179,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--force", action="store_true", help="re-execute the selected notebooks even if cached"
     )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="only say which notebooks would run, and why; change nothing"
+    )
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks but skip jupyter-book")
     parser.set_defaults(func=_cmd_book)
 
@@ -1175,7 +1194,12 @@ def _cmd_book(args: argparse.Namespace) -> int:
         only=args.only,
         html=not args.no_html,
         force=args.force,
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        would = [s.stage for s in result.stages if s.status == "would run"]
+        print(f"would run {', '.join(would) or 'nothing'}; nothing was executed")
+        return 0
     ran = ", ".join(result.executed) or "nothing"
     print(f"executed {ran}; {len(result.cached)} stage(s) from the cache; {result.seconds:.0f} s in all")
     if result.html:

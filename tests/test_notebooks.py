@@ -95,7 +95,7 @@ def book_commands() -> list[tuple[str, str]]:
     for where, text in texts.items():
         for match in re.finditer(r"rcnnlib book [^\n`]*", text):
             command = match.group(0).split("#")[0].strip()
-            if "[" not in command:  # not a usage synopsis like `rcnnlib book [--profile NAME]`
+            if not re.search(r"\[-", command):  # not a usage synopsis like `rcnnlib book [--profile NAME]`
                 found.append((where, command))
     return found
 

@@ -357,6 +357,16 @@ def test_failed_stage_keeps_its_notebook_removes_stale_html_and_resumes(cached_b
 def test_force_and_only_leave_later_stages_out_of_date(cached_book: Path, tmp_path: Path):
     build = tmp_path / "out"
     run_cached(cached_book, build)
+    # a dry run predicts without executing: forcing the first stage would re-run both
+    dry = run_cached(cached_book, build, only=["01_one"], force=True, dry_run=True, progress=True)
+    assert [s.status for s in dry.stages] == ["would run", "not run"] and executions(build) == [
+        "01_one",
+        "02_two",
+    ]
+    dry = run_cached(cached_book, build, {"02_two.scale": 3}, dry_run=True)
+    assert [s.status for s in dry.stages] == ["cached", "would run"]
+    dry = run_cached(cached_book, build, force=True, dry_run=True)
+    assert [s.status for s in dry.stages] == ["would run", "would run"]
     forced = run_cached(cached_book, build, only=["01_one"], force=True, html=True)
     assert forced.executed == ["01_one"] and forced.stale == ["02_two"] and forced.html is None
     assert run_cached(cached_book, build).executed == ["02_two"]  # it read the old 01_one outputs
