@@ -300,7 +300,12 @@ class FineTuneConfig:
 
 
 def fine_tune(model: Any, model_config: Any, real: SequenceDataset, config: FineTuneConfig, seed: int) -> Any:
-    """A copy of ``model`` trained further on ``real``; each epoch sees freshly augmented copies."""
+    """A copy of ``model`` trained further on ``real``; each pass sees freshly augmented copies.
+
+    The augmented copies of several passes are fitted in one Keras call (up to
+    ~2,000 sequences at a time): a call per pass costs more than the pass itself
+    for ten sequences per class.
+    """
     import keras
 
     from rcnnlib.model import compile_model
@@ -310,9 +315,18 @@ def fine_tune(model: Any, model_config: Any, real: SequenceDataset, config: Fine
     tuned.set_weights(model.get_weights())
     compile_model(tuned, config.learning_rate)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
-    for _ in range(config.epochs):
-        x, y, w = targets(prepare(real, model_config.preprocess, config.augmentation, rng))
+    per_call = max(1, 2000 // max(len(real), 1))
+    done = 0
+    while done < config.epochs:
+        passes = min(per_call, config.epochs - done)
+        parts = [
+            targets(prepare(real, model_config.preprocess, config.augmentation, rng)) for _ in range(passes)
+        ]
+        x = {key: np.concatenate([p[0][key] for p in parts]) for key in ("x", "step_mask")}
+        y = np.concatenate([p[1] for p in parts])
+        w = np.concatenate([p[2] for p in parts])
         tuned.fit(x, y, sample_weight=w, batch_size=config.batch_size, epochs=1, shuffle=True, verbose=0)
+        done += passes
     return tuned
 
 
