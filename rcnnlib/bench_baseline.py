@@ -7,8 +7,10 @@ so far (periodogram included: they are not incremental), and one
 ``predict_proba``. A whole sequence costs the same three steps once over all
 its epochs. Timed on real HiTS sequences with a forest trained on a small
 simulated set (the cost does not depend on what it learned, only on its size),
-single-threaded, as one alert at a time is. Prints medians and 99th
-percentiles; asserts nothing.
+single-threaded, as one alert at a time is. The shipped RCNN
+(:class:`rcnnlib.stream.StreamingClassifier`) streams the same sequences in the
+same run, so both costs come from one machine at one moment. Prints medians
+and 99th percentiles; asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from rcnnlib.baseline import N_ESTIMATORS, LightCurveForest, simulate_training_set
+from rcnnlib.dataset import SequenceDataset
+from rcnnlib.errors import InputError
 from rcnnlib.features import MIN_EPOCHS, dataset_features, extract_features
 from rcnnlib.hits import load_hits
 from rcnnlib.photometry import flux_to_microjansky, local_background, object_centres, psf_weighted_flux
@@ -72,10 +76,58 @@ def stream_sequence(forest: LightCurveForest, stamps: np.ndarray, mjd: np.ndarra
     return cost
 
 
+def rcnn_stream_costs(sub: SequenceDataset, repeat: int, model_dir: str | None = None) -> dict[str, Any]:
+    """The RCNN's :class:`rcnnlib.stream.StreamingClassifier` on the same sequences, epoch by epoch.
+
+    Same statistics as the forest's (median over repeats per object and epoch,
+    then median and p99 over epochs), so the two are compared alert for alert.
+    Epochs the RCNN skips (seeing cut, first ``epochs_per_step - 1``) are
+    counted as the cheap calls they are: every alert gets an ``update``.
+    """
+    from rcnnlib.stream import StreamingClassifier
+
+    stream = StreamingClassifier(model_dir)
+    lengths = sub.mask.sum(axis=1)
+
+    def replay(i: int) -> np.ndarray:
+        stream.reset()
+        out = np.empty(lengths[i])
+        for t in range(lengths[i]):
+            start = time.perf_counter()
+            stream.update(sub.stamps[i, t], sub.mjd[i, t], sub.conditions[i, t])
+            out[t] = time.perf_counter() - start
+        return out
+
+    replay(0)  # the first calls trace the graph
+    runs = [[replay(i) for i in range(len(sub))] for _ in range(repeat)]
+    per_epoch = np.concatenate([np.median([run[i] for run in runs], axis=0) for i in range(len(sub))])
+    whole = np.array([np.median([run[i].sum() for run in runs]) for i in range(len(sub))])
+    return {
+        "per_epoch_ms": {
+            "median": float(np.median(per_epoch) * 1e3),
+            "p99": float(np.percentile(per_epoch, 99) * 1e3),
+        },
+        "per_sequence_ms": {
+            "median": float(np.median(whole) * 1e3),
+            "p99": float(np.percentile(whole, 99) * 1e3),
+        },
+    }
+
+
 def bench_baseline(
-    n_sequences: int, repeat: int, n_per_class: int, n_estimators: int, seed: int, fields: list[str] | None
+    n_sequences: int,
+    repeat: int,
+    n_per_class: int,
+    n_estimators: int,
+    seed: int,
+    fields: list[str] | None,
+    rcnn: bool = True,
 ) -> dict[str, Any]:
-    """Time streaming and whole-sequence classification of ``n_sequences`` real HiTS sequences."""
+    """Time streaming and whole-sequence classification of ``n_sequences`` real HiTS sequences.
+
+    With ``rcnn``, the shipped RCNN streams the same sequences in the same run
+    (``"rcnn"`` in the result; ``"rcnn_error"`` says why when it cannot load).
+    """
     forest = train_forest(n_per_class, seed, n_estimators, fields)
     real = load_hits()
     rng = np.random.default_rng(seed)
@@ -107,7 +159,14 @@ def bench_baseline(
     total = cost.sum(axis=-1)
     full = np.all(np.isfinite(cost), axis=-1)  # epochs with features and a prediction
     single = np.median(np.array(whole), axis=0)
+    report: dict[str, Any] = {}
+    if rcnn:
+        try:
+            report["rcnn"] = rcnn_stream_costs(sub, repeat)
+        except (InputError, ImportError) as exc:
+            report["rcnn_error"] = str(exc)
     return {
+        **report,
         "n_sequences": len(sub),
         "n_epochs_timed": int(full.sum()),
         "per_epoch_ms": {
@@ -136,6 +195,13 @@ def print_report(report: dict[str, Any]) -> None:
     print("    of which (medians): " + ", ".join(f"{step} {e[f'{step}_median']:.2f} ms" for step in STEPS))
     print(f"  whole sequence, one at a time: median {s['median']:.2f} ms, p99 {s['p99']:.2f} ms")
     print(f"  whole sequences, all at once: {s['batched_median']:.2f} ms per sequence")
+    if "rcnn" in report:
+        e, s = report["rcnn"]["per_epoch_ms"], report["rcnn"]["per_sequence_ms"]
+        print("RCNN (shipped model, StreamingClassifier) on the same sequences:")
+        print(f"  per new epoch: median {e['median']:.2f} ms, p99 {e['p99']:.2f} ms")
+        print(f"  whole sequence, streamed: median {s['median']:.2f} ms, p99 {s['p99']:.2f} ms")
+    elif "rcnn_error" in report:
+        print(f"RCNN not timed: {report['rcnn_error']}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -150,12 +216,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-estimators", type=int, default=N_ESTIMATORS)
     p.add_argument("--fields", nargs="+", default=["01", "02", "04"], help="fields of the training set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-rcnn", action="store_true", help="skip the RCNN's streaming on the same sequences")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> None:
     print_report(
         bench_baseline(
-            args.n_sequences, args.repeat, args.n_per_class, args.n_estimators, args.seed, args.fields
+            args.n_sequences,
+            args.repeat,
+            args.n_per_class,
+            args.n_estimators,
+            args.seed,
+            args.fields,
+            rcnn=not args.no_rcnn,
         )
     )
