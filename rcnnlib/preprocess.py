@@ -14,8 +14,8 @@ in order (``PreprocessConfig`` holds every number):
    means the same flux at every epoch of every sequence.
 4. Optional **augmentation** (training only): dihedral rotations/flips,
    sub-pixel shifts, zero-point and sky errors of the size real data has.
-5. **Normalisation** ``asinh(flux / softening)``: linear at the noise level,
-   logarithmic for bright stars, so 14th and 23rd magnitude fit one scale.
+5. **Normalisation** ``scale * asinh(flux / softening)``: linear up to moderately
+   bright pixels, logarithmic for bright stars, so 14th and 23rd magnitude fit one scale.
 6. **Alignment**: the window starts ``epochs_before_detection`` epochs before
    the first significant brightening measured on the stamps (PSF-weighted flux
    above the first epoch's by ``detection_sigma``). The same rule for every
@@ -49,7 +49,10 @@ class PreprocessConfig:
     max_seeing: float = 2.0  # arcsec; worse epochs are dropped (the authors' cut)
     zero_point_ref: float = 25.0  # mag giving 1 ADU/s after scaling (HiTS median is 25.05)
     exp_time_ref: float = 86.0  # s, the HiTS exposure
-    softening: float = 10.0  # ADU at the reference; ~2x the HiTS sky noise per pixel
+    # asinh(flux / softening) * scale: linear (flux-conserving, so seeing changes are learnable as
+    # such) up to ~100 ADU a pixel, logarithmic above; 10 ADU made bright constant stars look variable.
+    softening: float = 100.0  # ADU at the reference, ~20x the HiTS sky noise per pixel
+    scale: float = 4.0
     n_steps: int = 20
     epochs_per_step: int = 3
     align_on_detection: bool = True
@@ -166,7 +169,7 @@ def fourier_shift(images: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 def normalise(flux: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """The network's pixel scale: linear near the noise, logarithmic for bright sources."""
-    return np.arcsinh(flux / np.float32(config.softening)).astype(np.float32)
+    return (np.arcsinh(flux / np.float32(config.softening)) * np.float32(config.scale)).astype(np.float32)
 
 
 def detection_flux(flux: np.ndarray, noise: np.ndarray, seeing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from rcnnlib.shards import ShardedDataset, open_sequences
 class TrainConfig:
     """How to train; saved in the model card."""
 
-    epochs: int = 12
+    epochs: int = 4
     batch_size: int = 128
     block_size: int = 256  # sequences read at once; a multiple of the shards' HDF5 chunk (256)
     mix_blocks: int = 8  # blocks pooled and shuffled together: 2,048 sequences of ~all classes
@@ -293,8 +293,8 @@ def _environment() -> dict[str, str]:
 class FineTuneConfig:
     """Fine-tuning on a handful of real sequences: few epochs, a small learning rate, augmentation."""
 
-    epochs: int = 30
-    learning_rate: float = 2e-4
+    epochs: int = 60
+    learning_rate: float = 1e-3
     batch_size: int = 16
     augmentation: Augmentation | None = field(default_factory=Augmentation)
 
