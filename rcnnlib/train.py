@@ -112,28 +112,32 @@ def targets(inputs: ModelInput) -> tuple[dict[str, np.ndarray], np.ndarray, np.n
 def epoch_batches(
     blocks: list[Block], config: TrainConfig, model_config: Any, epoch: int
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
-    """One epoch of shuffled, augmented full batches (the last partial batch of each pool is dropped)."""
+    """One epoch of shuffled, augmented full batches.
+
+    What a pool leaves over (less than a batch) joins the next pool, so the
+    number of batches is known in advance whatever the block sizes.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(epoch,)))
     order = rng.permutation(len(blocks))
+    carry: tuple[np.ndarray, ...] | None = None
     for lo in range(0, len(order), config.mix_blocks):
         pool = read_blocks([blocks[i] for i in order[lo : lo + config.mix_blocks]])
-        inputs = prepare(pool, model_config.preprocess, config.augmentation, rng)
-        x, y, w = targets(inputs)
-        perm = rng.permutation(len(y))
-        for b in range(len(y) // config.batch_size):
+        x, y, w = targets(prepare(pool, model_config.preprocess, config.augmentation, rng))
+        arrays = (x["x"], x["step_mask"], y, w)
+        if carry is not None:
+            arrays = tuple(np.concatenate([a, b]) for a, b in zip(carry, arrays, strict=True))
+        perm = rng.permutation(len(arrays[2]))
+        n_full = len(perm) // config.batch_size
+        for b in range(n_full):
             sel = perm[b * config.batch_size : (b + 1) * config.batch_size]
-            yield {"x": x["x"][sel], "step_mask": x["step_mask"][sel]}, y[sel], w[sel]
+            yield {"x": arrays[0][sel], "step_mask": arrays[1][sel]}, arrays[2][sel], arrays[3][sel]
+        rest = perm[n_full * config.batch_size :]
+        carry = tuple(a[rest] for a in arrays)
 
 
 def batches_per_epoch(blocks: list[Block], config: TrainConfig) -> int:
-    """Batches :func:`epoch_batches` yields; independent of the order, since pools are consecutive in it."""
-    # Pools are mix_blocks consecutive blocks of a random order, so their sizes depend on the
-    # order only through partial blocks; shards of whole chunks make every block full but the last.
-    sizes = sorted((b.n for b in blocks), reverse=True)
-    total = 0
-    for lo in range(0, len(sizes), config.mix_blocks):
-        total += sum(sizes[lo : lo + config.mix_blocks]) // config.batch_size
-    return total
+    """Batches :func:`epoch_batches` yields: leftovers carry over, so only the last partial batch is lost."""
+    return sum(b.n for b in blocks) // config.batch_size
 
 
 def _tf_dataset(blocks: list[Block], config: TrainConfig, model_config: Any):

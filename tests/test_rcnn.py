@@ -257,3 +257,21 @@ def test_shipped_model_has_a_card():
     assert card["training_data"]["n_train_sequences"] > 10_000
     model, config, _ = load_model()
     assert model.output_shape[-1] == len(config.class_names)
+
+
+def test_epoch_yields_exactly_the_announced_batches(tmp_path):
+    """Uneven blocks (shards not a multiple of the block size) still give the announced batch count."""
+    from rcnnlib.shards import open_sequences
+    from rcnnlib.simulate import simulate_to_disk
+    from rcnnlib.survey import Survey
+    from rcnnlib.train import TrainConfig, batches_per_epoch, epoch_batches, plan_blocks
+
+    survey = Survey.preset("hits2015")
+    simulate_to_disk(survey, tmp_path / "sims", 13, seed=1, fields=survey.fields[:1], progress=False)
+    blocks = plan_blocks(open_sequences(tmp_path / "sims"), block_size=5)  # 5 + 5 + 3 per shard
+    config = TrainConfig(batch_size=8, mix_blocks=3, augmentation=None)
+    batches = list(epoch_batches(blocks, config, TINY, epoch=0))
+    assert len(batches) == batches_per_epoch(blocks, config) == 7 * 13 // 8
+    assert all(len(y) == 8 for _, y, _ in batches)
+    ids = np.concatenate([y[:, 0] for _, y, _ in batches])
+    assert np.bincount(ids, minlength=7).sum() == len(ids)
