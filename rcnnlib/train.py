@@ -214,7 +214,7 @@ def train(
         keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
         ),
-        _EpochTimer(),
+        _epoch_timer(),
     ]
     start = time.perf_counter()
     history = model.fit(
@@ -255,24 +255,22 @@ def train(
     return card
 
 
-class _EpochTimer:
-    """Wall time of every epoch, for the model card (a duck-typed Keras callback)."""
+def _epoch_timer():
+    """A Keras callback recording every epoch's wall time (``.seconds``), for the model card."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
 
-        class Timer(keras.callbacks.Callback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.seconds: list[float] = []
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self._t0 = time.perf_counter()
 
-            def on_epoch_begin(self, epoch, logs=None) -> None:
-                self._t0 = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.seconds.append(round(time.perf_counter() - self._t0, 1))
 
-            def on_epoch_end(self, epoch, logs=None) -> None:
-                self.seconds.append(round(time.perf_counter() - self._t0, 1))
-
-        return Timer()
+    return EpochTimer()
 
 
 def _environment() -> dict[str, str]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from rcnnlib.dataset import SequenceDataset
+from rcnnlib.hits import load_hits
 from rcnnlib.paths import hits_dir
 
 
@@ -20,3 +23,14 @@ def hits_root() -> Path:
             pytrace=False,
         )
     return root
+
+
+@pytest.fixture(scope="session")
+def real_hits(hits_root: Path) -> SequenceDataset:
+    """Every real labelled sequence, loaded once per test process."""
+    return load_hits(hits_root, progress=False)
+
+
+def first_per_class(ds: SequenceDataset, n: int) -> SequenceDataset:
+    """The first ``n`` sequences of every class present: a small real sample with all classes."""
+    return ds.subset(np.concatenate([np.flatnonzero(ds.labels == c)[:n] for c in np.unique(ds.labels)]))

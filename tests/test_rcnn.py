@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import first_per_class
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.hits import load_hits
 from rcnnlib.model import (
     ModelConfig,
     build_model,
@@ -33,10 +33,8 @@ TINY = ModelConfig(conv_filters=(4, 4), dense_units=8, lstm_units=8)
 
 
 @pytest.fixture(scope="module")
-def real(hits_root) -> SequenceDataset:
-    ds = load_hits(hits_root, progress=False)
-    keep = np.concatenate([np.flatnonzero(ds.labels == c)[:14] for c in np.unique(ds.labels)])
-    return ds.subset(keep)
+def real(real_hits) -> SequenceDataset:
+    return first_per_class(real_hits, 14)
 
 
 @pytest.fixture(scope="module")
