@@ -666,3 +666,55 @@ def plot_prediction_examples(
             color="k" if pred == truth else CUT_COLOR,
         )
     return fig
+
+
+def psf_matching_scatter(ds: SequenceDataset, config) -> dict[str, np.ndarray]:
+    """Per sequence, the epoch-to-epoch relative scatter of the calibrated centre pixel, unmatched and matched.
+
+    Centre pixel = the central pixel of the calibrated stamp (before the asinh stretch), so the
+    figure reads in flux; ``config`` is a :class:`~rcnnlib.preprocess.PreprocessConfig`.
+    """
+    from dataclasses import replace
+
+    from rcnnlib.preprocess import _SEEING, calibrate, match_psf, quality_mask
+
+    good = quality_mask(ds, config)
+    flux, _ = calibrate(ds.stamps, ds.conditions, config)
+    matched = match_psf(flux, ds.conditions[..., _SEEING], config)
+    unmatched = match_psf(flux, ds.conditions[..., _SEEING], replace(config, psf_match_seeing=None))
+    out = {}
+    for name, images in (("unmatched", unmatched), ("PSF-matched", matched)):
+        centre = np.where(good, images[..., 10, 10], np.nan)
+        out[name] = centre / np.nanmedian(centre, axis=1, keepdims=True)
+    out["seeing"] = np.where(good, ds.conditions[..., _SEEING], np.nan)
+    return out
+
+
+def plot_psf_matching(ds: SequenceDataset, config, example: int = 0) -> Figure:
+    """Left: one constant star's centre pixel against seeing; right: the scatter of every star, both ways."""
+    curves = psf_matching_scatter(ds, config)
+    fig = new_figure(7.4, 2.8)
+    left, right = fig.subplots(1, 2)
+    scatter = {}
+    for color, name in zip(("C1", "C0"), ("unmatched", "PSF-matched"), strict=True):
+        left.scatter(curves["seeing"][example], curves[name][example], s=12, color=color, label=name)
+        scatter[name] = np.nanstd(curves[name], axis=1)
+    left.set_xlabel("seeing [arcsec]")
+    left.set_ylabel("centre pixel / its median")
+    left.set_title(f"one real constant star ({ds.ids[example]})", fontsize=8)
+    left.legend(fontsize=7)
+    top = np.nanpercentile(scatter["unmatched"], 99)
+    bins = np.linspace(0, top, 30)
+    for color, name in zip(("C1", "C0"), ("unmatched", "PSF-matched"), strict=True):
+        right.hist(
+            scatter[name],
+            bins=bins,
+            color=color,
+            alpha=0.6,
+            label=f"{name}: median {np.nanmedian(scatter[name]):.3f}",
+        )
+    right.set_xlabel("relative scatter of the centre pixel")
+    right.set_ylabel("stars")
+    right.set_title(f"{len(ds)} real constant stars", fontsize=8)
+    right.legend(fontsize=7)
+    return fig

@@ -57,7 +57,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
-        data["preprocess"] = PreprocessConfig(**data.get("preprocess", {}))
+        pre = dict(data.get("preprocess", {}))
+        # cards written before PSF matching and relative-change channels describe models without them
+        pre.setdefault("psf_match_seeing", None)
+        pre.setdefault("difference_channels", False)
+        data["preprocess"] = PreprocessConfig(**pre)
         for key in ("conv_filters", "conv_strides", "pool_after", "class_names"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -119,7 +123,7 @@ def encoder_layers(config: ModelConfig) -> list[layers.Layer]:
 def build_model(config: ModelConfig) -> keras.Model:
     """The RCNN: inputs ``x`` (N, steps, 21, 21, k) and ``step_mask`` (N, steps) -> (N, steps, classes)."""
     pre = config.preprocess
-    x_in = keras.Input((pre.n_steps, STAMP_SIZE, STAMP_SIZE, pre.epochs_per_step), name="x")
+    x_in = keras.Input((pre.n_steps, STAMP_SIZE, STAMP_SIZE, pre.channels), name="x")
     mask_in = keras.Input((pre.n_steps,), dtype="bool", name="step_mask")
     h = FoldTime(name="fold_time")(x_in)
     for layer in encoder_layers(config):

@@ -35,7 +35,7 @@ from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.images import REGISTRATION_FRACTION, epoch_mag_offsets, render_stamps
-from rcnnlib.lightcurves import sample_light_curves
+from rcnnlib.lightcurves import ALPHA, sample_light_curves
 from rcnnlib.shards import ShardedDataset, publish_folder, write_manifest
 from rcnnlib.survey import Survey
 
@@ -100,7 +100,7 @@ def plan_shards(
     return tasks
 
 
-def simulate_shard(survey: Survey, task: ShardTask, seed: int) -> SequenceDataset:
+def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float = ALPHA) -> SequenceDataset:
     """All sequences of one task, from their own random stream.
 
     The per-epoch magnitude offsets (:func:`rcnnlib.images.epoch_mag_offsets`) are
@@ -121,7 +121,7 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int) -> SequenceDatase
     )
     epoch_offset = epoch_mag_offsets(conditions[:, CONDITION_NAMES.index("seeing")], field_rng)
 
-    curves = sample_light_curves(task.class_name, mjd_n, limit, rng)
+    curves = sample_light_curves(task.class_name, mjd_n, limit, rng, mag_slope=mag_slope)
 
     detectors = survey.camera.detector_table()
     ccd = rng.integers(len(detectors), size=n)
@@ -165,14 +165,17 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int) -> SequenceDatase
             "ccd": detectors["name"].to_numpy(str)[ccd].tolist(),
             "resampled": resampled.tolist(),
             "epoch_mag_offset": np.round(epoch_offset, 6).tolist(),
+            "mag_slope": mag_slope,
             "rcnnlib_version": __version__,
         },
     )
 
 
-def _run_task(survey: Survey, task: ShardTask, seed: int, folder: str) -> dict[str, Any]:
+def _run_task(
+    survey: Survey, task: ShardTask, seed: int, folder: str, mag_slope: float = ALPHA
+) -> dict[str, Any]:
     """Simulate and write one shard; returns its manifest entry (small, cheap to ship back)."""
-    ds = simulate_shard(survey, task, seed)
+    ds = simulate_shard(survey, task, seed, mag_slope)
     stamp_dtype = "uint16" if survey.camera.detector_table()["saturation"].max() <= UINT16_MAX else "float32"
     ds.save(Path(folder) / task.file, compression=None, stamp_dtype=stamp_dtype, durable=False)
     return {
@@ -200,6 +203,7 @@ def simulate_to_disk(
     shard_size: int = 2500,
     overwrite: bool = False,
     progress: bool = True,
+    mag_slope: float = ALPHA,
 ) -> ShardedDataset:
     """Simulate a whole dataset into a shard folder, atomically (the folder appears when complete).
 
@@ -227,10 +231,10 @@ def simulate_to_disk(
     try:
         if workers == 1 and scheduler is None:
             for task in tasks:
-                entries.append(_run_task(survey, task, seed, str(tmp)))
+                entries.append(_run_task(survey, task, seed, str(tmp), mag_slope))
                 bar.update(task.n)
         else:
-            entries = _run_on_dask(survey, tasks, seed, tmp, workers, scheduler, bar)
+            entries = _run_on_dask(survey, tasks, seed, tmp, workers, scheduler, bar, mag_slope)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -245,6 +249,7 @@ def simulate_to_disk(
         "fields": sorted({t.field for t in tasks}),
         "shard_size": shard_size,
         "host_fraction": HOST_FRACTION,
+        "mag_slope": mag_slope,
         "rcnnlib_version": __version__,
     }
     write_manifest(tmp, entries, metadata)
@@ -260,6 +265,7 @@ def _run_on_dask(
     workers: int,
     scheduler: str | None,
     bar: tqdm,
+    mag_slope: float = ALPHA,
 ) -> list[dict[str, Any]]:
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
@@ -299,6 +305,7 @@ def _run_on_dask(
                 task,
                 seed,
                 str(folder.resolve()),
+                mag_slope,
                 pure=False,
                 key=f"shard-{task.index}",
             )
@@ -329,6 +336,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", nargs="+", default=list(CLASS_NAMES), metavar="CLASS")
     p.add_argument("--fields", nargs="+", default=None, metavar="FIELD", help="restrict to these fields")
     p.add_argument("--shard-size", type=int, default=2500)
+    p.add_argument(
+        "--mag-slope",
+        type=float,
+        default=ALPHA,
+        help=f"slope of the stars' magnitude power law: {ALPHA} follows the survey's counts (default), "
+        "0 is flat in magnitude (what the shipped model was trained on)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cli_simulate)
 
@@ -347,6 +361,7 @@ def _cli_simulate(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         overwrite=args.overwrite,
         progress=True,
+        mag_slope=args.mag_slope,
     )
     elapsed = time.perf_counter() - start
     counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())

@@ -21,7 +21,7 @@ import numpy as np
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE
 from rcnnlib.errors import InputError
 from rcnnlib.model import ModelConfig, load_model
-from rcnnlib.preprocess import calibrate, normalise
+from rcnnlib.preprocess import calibrate, match_psf, normalise, reference_level, relative_change
 
 _SEEING = CONDITION_NAMES.index("seeing")
 
@@ -36,12 +36,12 @@ def step_function(model: Any, config: ModelConfig):
             encoder.append(layer)
     cell = model.get_layer("lstm").cell
     head = model.get_layer("probabilities")
-    k = config.preprocess.epochs_per_step
+    channels = config.preprocess.channels
     units = config.lstm_units
 
     @tf.function(
         input_signature=[
-            tf.TensorSpec((None, STAMP_SIZE, STAMP_SIZE, k), tf.float32),
+            tf.TensorSpec((None, STAMP_SIZE, STAMP_SIZE, channels), tf.float32),
             tf.TensorSpec((None, units), tf.float32),
             tf.TensorSpec((None, units), tf.float32),
         ],
@@ -84,6 +84,8 @@ class StreamingClassifier:
         """Forget the current object: a new stream starts."""
         k = self.config.preprocess.epochs_per_step
         self._buffer: deque[np.ndarray] = deque(maxlen=k)
+        self._changes: deque[np.ndarray] = deque(maxlen=k)
+        self._reference: tuple[np.ndarray, np.ndarray] | None = None  # first good epoch, its level
         self._h = np.zeros((1, self.config.lstm_units), np.float32)
         self._c = np.zeros((1, self.config.lstm_units), np.float32)
         self._last_mjd = -np.inf
@@ -104,11 +106,17 @@ class StreamingClassifier:
         self.n_epochs += 1
         if not cond[_SEEING] < self.config.preprocess.max_seeing:
             return self.probabilities
-        flux, _ = calibrate(stamp[None], cond[None], self.config.preprocess)
-        self._buffer.append(normalise(flux, self.config.preprocess)[0])
+        pre = self.config.preprocess
+        flux, _ = calibrate(stamp[None], cond[None], pre)
+        flux = match_psf(flux, cond[None, _SEEING], pre)
+        self._buffer.append(normalise(flux, pre)[0])
+        if pre.difference_channels:
+            if self._reference is None:  # changes are measured against the stream's first good epoch
+                self._reference = (flux, reference_level(flux, pre))
+            self._changes.append(relative_change(flux, *self._reference, pre)[0])
         if len(self._buffer) < self._buffer.maxlen:
             return self.probabilities
-        x = np.stack(self._buffer, axis=-1)[None]
+        x = np.stack([*self._buffer, *self._changes], axis=-1)[None]
         proba, self._h, self._c = self._step(x, self._h, self._c)
         self.probabilities = np.asarray(proba)[0]
         self.n_steps += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -144,7 +145,7 @@ def _tf_dataset(blocks: list[Block], config: TrainConfig, model_config: Any):
     import tensorflow as tf
 
     steps = model_config.preprocess.n_steps
-    k = model_config.preprocess.epochs_per_step
+    k = model_config.preprocess.channels
     counter = {"epoch": 0}
 
     def generator():
@@ -180,8 +181,13 @@ def train(
     config: TrainConfig | None = None,
     model_config: Any = None,
     verbose: int | str = "auto",
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Train a new RCNN on a simulated shard folder and save it with its model card; returns the card."""
+    """Train a new RCNN on a simulated shard folder and save it with its model card; returns the card.
+
+    The card records the code that trained it (the git commit of this checkout, if any, and
+    whether it had uncommitted changes) and ``command``, the command line that ran it.
+    """
     import keras
     import tensorflow as tf
 
@@ -250,6 +256,7 @@ def train(
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "epoch_seconds": callbacks[1].seconds,
         "environment": _environment(),
+        "code": {"command": command, **_git_state()},
     }
     save_model(model, model_config, out_dir, card)
     return card
@@ -271,6 +278,31 @@ def _epoch_timer():
             self.seconds.append(round(time.perf_counter() - self._t0, 1))
 
     return EpochTimer()
+
+
+def _git_state() -> dict[str, Any]:
+    """Commit and dirtiness of the checkout this package runs from; empty outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "uncommitted_changes": bool(status.strip())}
 
 
 def _environment() -> dict[str, str]:
@@ -355,6 +387,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         augmentation=None if args.no_augment else Augmentation(),
     )
-    card = train(args.simulations, args.out, config)
+    command = (
+        "rcnnlib " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
+    )
+    card = train(args.simulations, args.out, config, command=command)
     print(json.dumps({k: card[k] for k in ("training_time_s", "epochs_run", "best_epoch", "validation")}))
     return 0

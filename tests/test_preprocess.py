@@ -9,7 +9,16 @@ import pytest
 from conftest import first_per_class
 
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
-from rcnnlib.preprocess import Augmentation, PreprocessConfig, calibrate, fourier_shift, prepare
+from rcnnlib.classes import label_of
+from rcnnlib.preprocess import (
+    Augmentation,
+    PreprocessConfig,
+    calibrate,
+    fourier_filter,
+    fourier_shift,
+    matching_sigma,
+    prepare,
+)
 from rcnnlib.simulate import plan_shards, simulate_shard
 from rcnnlib.survey import Survey
 
@@ -28,15 +37,25 @@ def sim() -> SequenceDataset:
     return SequenceDataset.concatenate([simulate_shard(survey, task, seed=3) for task in tasks])
 
 
-def _flat_sequence(n_epochs: int = 26, sky: float = 200.0, flux: np.ndarray | None = None, seed: int = 0):
+def _flat_sequence(
+    n_epochs: int = 26,
+    sky: float = 200.0,
+    flux: np.ndarray | None = None,
+    seed: int = 0,
+    seeing: np.ndarray | None = None,
+    noise: float = 5.0,
+):
     """A Gaussian star of ``flux[t]`` ADU on a flat sky with Gaussian noise, HiTS-like conditions."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:21, 0:21]
-    psf = np.exp(-0.5 * ((yy - 10) ** 2 + (xx - 10) ** 2) / 2.0**2)
-    psf /= psf.sum()
+    seeing = np.full(n_epochs, 1.2) if seeing is None else seeing
+    sigma_px = (seeing / 0.27 / 2.3548)[:, None, None]
+    psf = np.exp(-0.5 * ((yy - 10) ** 2 + (xx - 10) ** 2) / sigma_px**2)
+    psf /= psf.sum(axis=(1, 2), keepdims=True)
     flux = np.full(n_epochs, 2000.0) if flux is None else flux
-    stamps = sky + flux[:, None, None] * psf + rng.normal(0, 5.0, (n_epochs, 21, 21))
+    stamps = sky + flux[:, None, None] * psf + rng.normal(0, noise, (n_epochs, 21, 21))
     conditions = np.tile([1.2, sky, 25.0, 23.0, 86.0, 1.2], (n_epochs, 1))
+    conditions[:, SEEING] = seeing
     return SequenceDataset(
         stamps=stamps[None],
         mjd=57070.0 + np.arange(n_epochs)[None] * 0.5,
@@ -50,7 +69,7 @@ def _flat_sequence(n_epochs: int = 26, sky: float = 200.0, flux: np.ndarray | No
 def test_shapes_and_prefix_step_mask(real, sim):
     for ds in (real, sim):
         inputs = prepare(ds)
-        assert inputs.x.shape == (len(ds), 20, 21, 21, 3)
+        assert inputs.x.shape == (len(ds), 20, 21, 21, PreprocessConfig().channels)
         assert inputs.x.dtype == np.float32
         # valid steps come first, then padding, and padded steps are all zeros
         mask = inputs.step_mask
@@ -78,8 +97,11 @@ def test_one_code_path_no_dependence_on_the_batch(real, sim):
 def test_background_is_zero_and_noise_comparable_for_real_and_simulated(real, sim):
     """After sky subtraction and scaling, empty sky looks the same in real and simulated inputs."""
     stats = []
+    # Unmatched: PSF matching smooths white (simulated) noise more than the partly correlated
+    # noise of real images, so matched real corners are ~2x noisier; the calibration is what is tested.
+    unmatched = PreprocessConfig(psf_match_seeing=None, difference_channels=False)
     for ds in (real, sim):
-        inputs = prepare(ds)
+        inputs = prepare(ds, unmatched)
         corners = inputs.x[..., :4, :4, :][inputs.step_mask]  # far from the source
         stats.append((np.median(corners), 1.4826 * np.median(np.abs(corners - np.median(corners)))))
     # within half a noise sigma of zero (real stamps: wings of bright stars reach the border ring)
@@ -159,4 +181,69 @@ def test_fourier_shift_moves_a_star_by_the_requested_amount():
 def test_config_round_trip():
     config = replace(PreprocessConfig(), n_steps=12, softening=5.0)
     assert PreprocessConfig(**config.to_dict()) == config
-    assert prepare(_flat_sequence(), config).x.shape == (1, 12, 21, 21, 3)
+    assert prepare(_flat_sequence(), config).x.shape == (1, 12, 21, 21, 6)
+
+
+def test_psf_matching_removes_the_seeing_from_a_constant_star():
+    """A constant star seen at seeing 0.8-1.9 arcsec has one peak after matching; without, it varies."""
+    seeing = np.linspace(0.8, 1.9, 26)
+    ds = _flat_sequence(flux=np.full(26, 20000.0), seeing=seeing, noise=0.0)
+    config = PreprocessConfig(align_on_detection=False, n_steps=24)
+    matched = prepare(ds, config).x[0, :, 10, 10, 0]
+    raw = prepare(ds, replace(config, psf_match_seeing=None)).x[0, :, 10, 10, 0]
+    assert np.ptp(matched) / matched.mean() < 0.01
+    assert np.ptp(raw) / raw.mean() > 0.3
+
+
+def test_psf_matching_conserves_flux_and_leaves_the_worst_seeing_alone():
+    yy, xx = np.mgrid[0:21, 0:21]
+    star = np.exp(-0.5 * ((yy - 10) ** 2 + (xx - 10) ** 2) / 1.5**2).astype(np.float32)
+    blurred = fourier_filter(star[None], blur_sigma=np.array([2.0]))[0]
+    np.testing.assert_allclose(blurred.sum(), star.sum(), rtol=1e-5)
+    width = np.sqrt((blurred * (xx - 10) ** 2).sum() / blurred.sum())
+    np.testing.assert_allclose(width, np.hypot(1.5, 2.0), rtol=0.02)  # widths add in quadrature
+    config = PreprocessConfig()
+    sigma = matching_sigma(np.array([0.9, 2.0, 2.4]), config)
+    assert sigma[0] > 2.5 and sigma[1] == 0.0 and sigma[2] == 0.0
+    assert matching_sigma(np.array([1.0]), replace(config, psf_match_seeing=None)) is None
+
+
+def test_psf_matching_steadies_real_constant_stars(real_hits):
+    """On real HiTS non-variables the centre pixel's epoch-to-epoch scatter drops several-fold."""
+    nv = real_hits.subset(np.flatnonzero(real_hits.labels == label_of("NV"))[:40])
+    config = PreprocessConfig(align_on_detection=False)
+
+    def centre_scatter(cfg):
+        inputs = prepare(nv, cfg)
+        centre = np.where(inputs.step_mask, inputs.x[:, :, 10, 10, 0], np.nan)
+        return np.nanmedian(np.nanstd(centre, axis=1) / np.nanmean(centre, axis=1))
+
+    matched, raw = centre_scatter(config), centre_scatter(replace(config, psf_match_seeing=None))
+    assert matched < 0.35 * raw, (matched, raw)
+
+
+def test_relative_change_is_the_same_for_faint_and_bright_stars():
+    """A 10 % brightening gives one relative-change value at any brightness; a constant star gives ~0."""
+    config = PreprocessConfig(align_on_detection=False, n_steps=24)
+    k = config.epochs_per_step
+    centres = []
+    for level in (20_000.0, 400_000.0):
+        flux = np.full(26, level)
+        flux[10:] *= 1.1
+        x = prepare(_flat_sequence(flux=flux, noise=0.0), config).x[0, :, 10, 10, k]  # newest change
+        centres.append(x)
+        assert np.abs(x[:8]).max() < 0.05  # epochs 0-9: no change
+    np.testing.assert_allclose(centres[0][10:], centres[1][10:], rtol=0.05)
+    assert centres[1][12] > 1.0  # asinh(0.10 / 0.05): clearly non-zero
+    plain = prepare(_flat_sequence(), replace(config, difference_channels=False))
+    assert plain.x.shape[-1] == k
+
+
+def test_model_cards_from_before_psf_matching_keep_their_preprocessing():
+    from rcnnlib.model import ModelConfig
+
+    old = ModelConfig().to_dict()
+    for key in ("psf_match_seeing", "difference_channels", "relative_floor", "relative_scale"):
+        old["preprocess"].pop(key)
+    pre = ModelConfig.from_dict(old).preprocess
+    assert pre.psf_match_seeing is None and not pre.difference_channels and pre.channels == 3
