@@ -201,3 +201,16 @@ def test_class_mean_magnitudes_respect_faint_bound() -> None:
         lc, _, lim = _draw(name, 1000)
         assert (lc.params["mean_mag"] <= faint_bound(lim) + 1e-9).all()
         assert (lc.params["mean_mag"] >= 14.5).all()
+
+
+@pytest.mark.parametrize("name", ["RRL", "CEP", "EB", "NV", "AST"])
+def test_flat_training_prior_reaches_the_bright_real_stars(name: str) -> None:
+    """mag_slope=0: flat in magnitude up to the cut-off, far more bright stars than the survey's counts."""
+    mjd, lim = _survey(3000)
+    counts = sample_light_curves(name, mjd, lim, np.random.default_rng(2))
+    flat = sample_light_curves(name, mjd, lim, np.random.default_rng(2), mag_slope=0.0)
+    bright = [np.mean(lc.params["mean_mag"] < 19.0) for lc in (counts, flat)]
+    assert bright[1] > 2.5 * bright[0], bright
+    if name == "NV":  # no detectability rule: flat between 14.5 and the erf cut-off at 22.8
+        hist = np.histogram(flat.params["mean_mag"], bins=np.arange(15.0, 21.01, 1.0))[0]
+        assert hist.max() < 1.3 * hist.min(), hist

@@ -96,8 +96,14 @@ def test_bad_model_folder_is_named(tmp_path):
         load_model(tmp_path)
 
 
-def test_streaming_equals_batch(real, tiny_model_dir):
+@pytest.mark.parametrize("legacy", [False, True], ids=["matched+changes", "unmatched-stamps-only"])
+def test_streaming_equals_batch(real, tiny_model_dir, legacy):
     model, config, _ = load_model(tiny_model_dir)
+    if legacy:  # the preprocessing of models saved before PSF matching and relative-change channels
+        config = replace(
+            config, preprocess=replace(config.preprocess, psf_match_seeing=None, difference_channels=False)
+        )
+        model = build_model(config)
     ds = real.subset([0, 20, 40])
     batch_config = replace(config.preprocess, align_on_detection=False)
     inputs = prepare(ds, batch_config)

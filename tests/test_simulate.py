@@ -61,6 +61,18 @@ def test_same_seed_same_fingerprint_whatever_the_workers(tmp_path, hits2015):
         np.testing.assert_array_equal(a.stamps, b.stamps)
 
 
+def test_magnitude_slope_reaches_every_worker_and_the_metadata(tmp_path, hits2015):
+    """--mag-slope changes the stars (not the seed's other draws) the same way in-process and on Dask."""
+    kw = dict(seed=11, fields=["01"], classes=("NV",), shard_size=20, progress=False)
+    counts = simulate_to_disk(hits2015, tmp_path / "counts", 40, workers=1, **kw)
+    flat = simulate_to_disk(hits2015, tmp_path / "flat", 40, workers=1, mag_slope=0.0, **kw)
+    flat_dask = simulate_to_disk(hits2015, tmp_path / "flat2", 40, workers=2, mag_slope=0.0, **kw)
+    assert flat.fingerprint == flat_dask.fingerprint != counts.fingerprint
+    assert flat.metadata["mag_slope"] == 0.0 and counts.metadata["mag_slope"] == 0.3
+    peak = [ds.load().stamps.max(axis=(1, 2, 3)) for ds in (counts, flat)]
+    assert np.median(peak[1]) > 2 * np.median(peak[0])  # flat: many more bright stars
+
+
 def test_shard_folder_round_trip(tmp_path, hits2015):
     ds = simulate_to_disk(hits2015, tmp_path / "sim", 4, seed=1, fields=FIELDS, shard_size=3, progress=False)
     ds.verify()
