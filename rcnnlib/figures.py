@@ -669,7 +669,7 @@ def plot_prediction_examples(
 
 
 def psf_matching_scatter(ds: SequenceDataset, config) -> dict[str, np.ndarray]:
-    """Per sequence, the epoch-to-epoch relative scatter of the calibrated centre pixel, unmatched and matched.
+    """Per sequence and epoch, the calibrated centre pixel over its median, unmatched and PSF-matched.
 
     Centre pixel = the central pixel of the calibrated stamp (before the asinh stretch), so the
     figure reads in flux; ``config`` is a :class:`~rcnnlib.preprocess.PreprocessConfig`.

@@ -211,7 +211,7 @@ def fourier_shift(images: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 
 def matching_sigma(seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray | None:
-    """Std (pixels) of the Gaussian taking a PSF of FWHM ``seeing`` to ``psf_match_seeing``; None: no matching.
+    """Std (pixels) of the Gaussian taking FWHM ``seeing`` to ``psf_match_seeing``; None: no matching.
 
     Widths add in quadrature (exact for Gaussians; for the Moffat-like HiTS PSFs
     it leaves ~3 % peak scatter on real constant stars, against ~40 % unmatched).
@@ -226,7 +226,7 @@ def matching_sigma(seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray |
 
 
 def match_psf(flux: np.ndarray, seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Calibrated (..., S, S) stamps blurred to the common seeing ``psf_match_seeing`` (one epoch at a time)."""
+    """Calibrated (..., S, S) stamps blurred to the common seeing ``psf_match_seeing``, epoch by epoch."""
     sigma = matching_sigma(seeing, config)
     return flux if sigma is None else fourier_filter(flux, blur_sigma=sigma)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import first_per_class
 
-from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.classes import label_of
+from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.preprocess import (
     Augmentation,
     PreprocessConfig,

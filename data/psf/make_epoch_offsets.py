@@ -60,8 +60,13 @@ def epoch_offsets(ds: SequenceDataset, fields: np.ndarray) -> pd.DataFrame:
         for t in range(ds.mask.shape[1]):
             v = dm[s, t][np.isfinite(dm[s, t])]
             if v.size >= MIN_STARS:
-                rows.append({"field": field, "seeing": float(np.median(seeing[s, t][ds.mask[s, t]])),
-                             "offset": float(np.median(v))})
+                rows.append(
+                    {
+                        "field": field,
+                        "seeing": float(np.median(seeing[s, t][ds.mask[s, t]])),
+                        "offset": float(np.median(v)),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -79,9 +84,16 @@ def main(root: Path) -> None:
         a = r[(r["seeing"] >= lo) & (r["seeing"] < hi)]["offset"]
         b = s[(s["seeing"] >= lo) & (s["seeing"] < hi)]["offset"]
         centre = float(np.median(r[(r["seeing"] >= lo) & (r["seeing"] < hi)]["seeing"]))
-        rows.append({"seeing": round(centre, 3),
-                     "offset": a.median() - b.median(), "scatter": np.sqrt(max(a.var() - b.var(), 0.0)),
-                     "n_real": len(a), "std_real": a.std(), "std_sim": b.std()})
+        rows.append(
+            {
+                "seeing": round(centre, 3),
+                "offset": a.median() - b.median(),
+                "scatter": np.sqrt(max(a.var() - b.var(), 0.0)),
+                "n_real": len(a),
+                "std_real": a.std(),
+                "std_sim": b.std(),
+            }
+        )
     table = pd.DataFrame(rows)
     table["offset"] -= np.average(table["offset"], weights=table["n_real"])  # mean flux scale unchanged
     header = (
