@@ -105,6 +105,9 @@ def test_cepheid_periods_and_amplitudes() -> None:
 
 def test_eb_detectability_rule_holds_for_every_object() -> None:
     lc, mjd, lim = _draw("EB", 3000)
+    detached = ~lc.params["contact"]
+    assert 0.2 < detached.mean() < 0.8  # both kinds are present
+    lc, mjd, lim = lc.take(np.flatnonzero(detached)), mjd[detached], lim[detached]
     p = lc.params
     assert (p["period"] >= 0.2).all() and (p["period"] <= 10).all()
     assert (p["depth_primary"] >= p["depth_secondary"] - 1e-12).all()
@@ -120,6 +123,31 @@ def test_eb_detectability_rule_holds_for_every_object() -> None:
     faint = p["mean_mag"] > 23.0
     if faint.any():
         assert np.median(p["depth_primary"][faint]) > np.median(p["depth_primary"][~faint])
+
+
+def test_contact_binaries_vary_continuously_and_are_detectable() -> None:
+    """W UMa systems: two minima per period, dimmer than maximum light at most phases, never brighter."""
+    lc, mjd, lim = _draw("EB", 3000)
+    contact = lc.params["contact"]
+    p = {k: v[contact] for k, v in lc.params.items()}
+    mag, lim = lc.mag[contact], lim[contact]
+    assert (p["period"] >= 0.22).all() and (p["period"] <= 1.0).all()
+    assert np.isnan(p["r1"]).all() and np.isnan(lc.params["amplitude"][~contact]).all()  # per-kind params
+    dimming = mag - p["mean_mag"][:, None]
+    assert dimming.min() > -1e-9 and (dimming <= p["amplitude"][:, None] * 1.25 + 1e-9).all()
+    assert np.all(np.any(dimming > 3.0 * photometric_sigma(p["mean_mag"][:, None], lim), axis=1))
+    # continuous variation: most epochs sit well away from maximum light (detached: most at it)
+    bright = p["mean_mag"] < 21.0
+    away = np.mean(dimming[bright] > 0.03, axis=1)
+    assert np.median(away) > 0.6
+    dense = sample_light_curves(
+        "EB",
+        np.linspace(57070, 57071, 400)[None].repeat(400, 0),
+        np.full((400, 400), 26.0),
+        np.random.default_rng(5),
+    )
+    c = dense.params["contact"]
+    np.testing.assert_allclose(np.ptp(dense.mag[c], axis=1), dense.params["amplitude"][c], rtol=0.3)
 
 
 def test_eb_rejects_undetectable() -> None:
