@@ -44,7 +44,7 @@ REQUIRED = {
     "intro": ["Classifying HiTS events", "Licence and citation"],
     "01_hits_survey": ["Parameters of this run", "seeing cut"],
     "02_simulation": ["Parameters of this run", "Simulated next to real"],
-    "03_training": ["Parameters of this run"],
+    "03_training": ["Parameters of this run", "PSF-matched", "relative change"],
     "04_real_evaluation": ["Parameters of this run", "macro recall"],
     "05_baseline": ["Parameters of this run", "recall"],
     "reproduce": ["Every parameter", "Measured stage times", "wall time [s]", "01_hits_survey"],
