@@ -127,7 +127,7 @@ def test_eb_detectability_rule_holds_for_every_object() -> None:
 
 def test_contact_binaries_vary_continuously_and_are_detectable() -> None:
     """W UMa systems: two minima per period, dimmer than maximum light at most phases, never brighter."""
-    lc, mjd, lim = _draw("EB", 3000)
+    lc, _, lim = _draw("EB", 3000)
     contact = lc.params["contact"]
     p = {k: v[contact] for k, v in lc.params.items()}
     mag, lim = lc.mag[contact], lim[contact]
