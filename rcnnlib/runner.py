@@ -330,6 +330,19 @@ def _code_cell_number(notebook: Path, source: str) -> int | None:
     return None
 
 
+KERNEL_START_ATTEMPTS = 3
+"""Tries to start a notebook's kernel. jupyter_client picks free TCP ports and
+releases them before the kernel binds them, so two kernels started at the same
+moment (parallel tests, two builds) can collide and one dies before it answers.
+No cell has run then, so starting again is safe."""
+
+
+def _kernel_failed_to_start(exc: BaseException) -> bool:
+    """Whether ``exc`` is jupyter_client's "died before replying to kernel_info"/"didn't respond"."""
+    text = str(exc)
+    return "before replying to kernel_info" in text or "didn't respond in" in text
+
+
 def execute_notebook(
     source: Path,
     output: Path,
@@ -353,17 +366,24 @@ def execute_notebook(
     # rendering figures into the notebook; the inline backend is headless too.
     os.environ["MPLBACKEND"] = INLINE_BACKEND
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=dict(parameters),
-            kernel_name=KERNEL_NAME,
-            cwd=str(cwd or output.parent),
-            progress_bar=False,
-            log_output=False,
-            # the kernel's own start-up warnings (TCP transport...) are noise in a build log
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                papermill.execute_notebook(
+                    str(source),
+                    str(output),
+                    parameters=dict(parameters),
+                    kernel_name=KERNEL_NAME,
+                    cwd=str(cwd or output.parent),
+                    progress_bar=False,
+                    log_output=False,
+                    # the kernel's own start-up warnings (TCP transport...) are noise in a build log
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
+                break
+            except RuntimeError as exc:
+                if attempt == KERNEL_START_ATTEMPTS or not _kernel_failed_to_start(exc):
+                    raise
+                time.sleep(1.0)
     except PapermillExecutionError as exc:
         number = _code_cell_number(source, exc.source)
         where = f"code cell {number}" if number is not None else f"cell In [{exc.exec_count}]"

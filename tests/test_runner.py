@@ -411,3 +411,37 @@ def test_figures_without_alt_text_get_one_naming_their_section():
     )
     assert cells[3].metadata["mystnb"]["image"]["alt"] == "Seeing against MJD"  # the author's wins
     assert "mystnb" not in cells[4].metadata
+
+
+@pytest.mark.parametrize(
+    ("error", "calls"),
+    [
+        (RuntimeError("Kernel died before replying to kernel_info"), 2),  # start-up collision: retried
+        (RuntimeError("some other failure"), 1),  # anything else: reported at once
+    ],
+)
+def test_a_kernel_that_dies_at_start_up_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, calls: int
+):
+    import papermill
+
+    seen: list[str] = []
+
+    def flaky(source, output, **_):
+        seen.append(output)
+        if len(seen) == 1:
+            raise error
+        Path(output).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", flaky)
+    monkeypatch.setattr(runner.time, "sleep", lambda _: None)
+    notebook = tmp_path / "a.ipynb"
+    write_notebook(notebook, None, "x = 1")
+    out = tmp_path / "out" / "a.ipynb"
+    if calls == 1:
+        with pytest.raises(InputError, match="some other failure"):
+            runner.execute_notebook(notebook, out, {}, "a.ipynb")
+    else:
+        runner.execute_notebook(notebook, out, {}, "a.ipynb")
+        assert out.exists()
+    assert len(seen) == calls
