@@ -136,7 +136,9 @@ def build_model(config: ModelConfig) -> keras.Model:
     return model
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> None:
+def compile_model(
+    model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+) -> None:
     """AMSGrad and per-step cross-entropy; the step mask arrives as sample weights."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, amsgrad=True),
