@@ -184,29 +184,46 @@ class PsfShapeModel:
             beta = rng.uniform(2.5, 4.5, shape)
             ell = rng.uniform(0.0, 0.1, shape)
         else:
-            n_rows = len(self.beta)
-            if seeing is None or self.seeing is None:
-                rows = rng.integers(0, n_rows, shape)
-            else:
-                half = min(SEEING_NEIGHBOURS, n_rows) // 2
-                centre = np.searchsorted(self.seeing, np.broadcast_to(seeing, shape))
-                centre = np.clip(centre, half, n_rows - (min(SEEING_NEIGHBOURS, n_rows) - half))
-                rows = centre - half + rng.integers(0, min(SEEING_NEIGHBOURS, n_rows), shape)
+            rows = self._rows(rng, shape, seeing)
             ratio, beta, ell = self.fwhm_ratio[rows], self.beta[rows], self.ellipticity[rows]
             if self.ratio_star_share > 0 and len(shape) >= 2 and self.seeing is not None:
-                ratio = self._with_star_offsets(ratio, rows, rng, shape)
+                ratio = self._with_star_offsets(ratio, rows, rng, shape, seeing)
         angle = rng.uniform(0.0, np.pi, shape)
         return ratio, beta, ell, angle
+
+    def _rows(
+        self, rng: np.random.Generator, shape: tuple[int, ...], seeing: np.ndarray | None
+    ) -> np.ndarray:
+        """Table rows of ``shape``: uniform, or among the nearest-seeing rows where ``seeing`` is given."""
+        n_rows = len(self.beta)
+        if seeing is None or self.seeing is None:
+            return rng.integers(0, n_rows, shape)
+        width = min(SEEING_NEIGHBOURS, n_rows)
+        centre = np.searchsorted(self.seeing, np.broadcast_to(seeing, shape))
+        centre = np.clip(centre, width // 2, n_rows - (width - width // 2))
+        return centre - width // 2 + rng.integers(0, width, shape)
 
     def _residual(self, rows: np.ndarray) -> np.ndarray:
         return self.fwhm_ratio[rows] - np.polyval(self.ratio_trend, self.seeing[rows])
 
     def _with_star_offsets(
-        self, ratio: np.ndarray, rows: np.ndarray, rng: np.random.Generator, shape: tuple[int, ...]
+        self,
+        ratio: np.ndarray,
+        rows: np.ndarray,
+        rng: np.random.Generator,
+        shape: tuple[int, ...],
+        seeing: np.ndarray | None,
     ) -> np.ndarray:
-        """Trend + sqrt(share) x one star's residual (per object) + sqrt(1 - share) x the epoch's."""
+        """Trend + sqrt(share) x one star's residual (per object) + sqrt(1 - share) x the epoch's.
+
+        The star's residual comes from a row near the object's median seeing, since the
+        scatter about the trend is larger in good seeing.
+        """
         share = self.ratio_star_share
-        star_rows = rng.integers(0, len(self.fwhm_ratio), (*shape[:-1], 1))
+        typical = (
+            None if seeing is None else np.median(np.broadcast_to(seeing, shape), axis=-1, keepdims=True)
+        )
+        star_rows = self._rows(rng, (*shape[:-1], 1), typical)
         epoch = self._residual(rows)
         return ratio - epoch + np.sqrt(1.0 - share) * epoch + np.sqrt(share) * self._residual(star_rows)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from rcnnlib import images
 from rcnnlib.images import host_images, render_stamps, standard_normal_f32
-from rcnnlib.psf import fit_moffat, measure_fwhm, moffat_psf, psf_shape_model
+from rcnnlib.psf import fit_moffat, measure_fwhm, moffat_psf, psf_shape_model, star_share
 
 PIXEL_SCALE = 0.27
 GAIN, READ_NOISE, SATURATION = 4.1, 6.1, 40000.0
@@ -221,3 +223,30 @@ def test_epoch_offsets_are_shared_seeded_and_grow_with_seeing():
     assert a.shape == seeing.shape and np.isfinite(a).all()
     assert np.median(a[seeing > 1.5]) > np.median(a[seeing < 1.5]) + 0.02
     assert np.abs(a).max() < 0.5
+
+
+def test_star_share_separates_per_star_from_per_epoch_scatter() -> None:
+    rng = np.random.default_rng(3)
+    star = np.repeat(np.arange(400), 20)
+    offset = rng.normal(0.0, 0.03, 400)[star]  # per star: variance 9e-4
+    jitter = rng.normal(0.0, 0.02, star.size)  # per epoch: variance 4e-4
+    assert star_share(offset + jitter, star) == pytest.approx(9 / 13, abs=0.04)
+    assert star_share(jitter, star) < 0.1
+
+
+def test_a_star_keeps_its_psf_width_offset_across_epochs() -> None:
+    """On the real table two thirds of the ratio's variance is per star; draws keep it along time."""
+    model = psf_shape_model()
+    assert model.source != "default", "the measured PSF table ships with the package"
+    assert 0.4 < model.ratio_star_share < 0.9
+    rng = np.random.default_rng(0)
+    seeing = np.full((3000, 25), 1.3)
+    ratio, *_ = model.sample(rng, seeing.shape, seeing=seeing)
+    within = ratio.std(axis=1).mean()
+    independent = dataclasses.replace(model, ratio_star_share=0.0)
+    ratio_independent, *_ = independent.sample(rng, seeing.shape, seeing=seeing)
+    # the total spread is the table's either way; the epoch-to-epoch jitter of one star shrinks
+    assert ratio.std() == pytest.approx(ratio_independent.std(), rel=0.1)
+    assert within == pytest.approx(
+        np.sqrt(1 - model.ratio_star_share) * ratio_independent.std(axis=1).mean(), rel=0.1
+    )
