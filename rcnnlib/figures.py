@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rcnnlib.dataset import SequenceDataset
+from rcnnlib.dataset import STAMP_SIZE, SequenceDataset
 from rcnnlib.photometry import light_curve
 from rcnnlib.survey import Survey
 
@@ -684,15 +684,20 @@ def psf_matching_scatter(ds: SequenceDataset, config) -> dict[str, np.ndarray]:
     unmatched = match_psf(flux, ds.conditions[..., _SEEING], replace(config, psf_match_seeing=None))
     out = {}
     for name, images in (("unmatched", unmatched), ("PSF-matched", matched)):
-        centre = np.where(good, images[..., 10, 10], np.nan)
+        centre = np.where(good, images[..., STAMP_SIZE // 2, STAMP_SIZE // 2], np.nan)
         out[name] = centre / np.nanmedian(centre, axis=1, keepdims=True)
     out["seeing"] = np.where(good, ds.conditions[..., _SEEING], np.nan)
     return out
 
 
-def plot_psf_matching(ds: SequenceDataset, config, example: int = 0) -> Figure:
-    """Left: one constant star's centre pixel against seeing; right: the scatter of every star, both ways."""
-    curves = psf_matching_scatter(ds, config)
+def plot_psf_matching(
+    ds: SequenceDataset, config, example: int = 0, curves: dict[str, np.ndarray] | None = None
+) -> Figure:
+    """Left: one constant star's centre pixel against seeing; right: the scatter of every star, both ways.
+
+    ``curves``: :func:`psf_matching_scatter` of ``ds``, when the caller already has it.
+    """
+    curves = psf_matching_scatter(ds, config) if curves is None else curves
     fig = new_figure(7.4, 2.8)
     left, right = fig.subplots(1, 2)
     scatter = {}

@@ -198,6 +198,10 @@ def train(
 
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
+    if config.learning_rate_decay not in LEARNING_RATE_DECAYS:
+        raise InputError(
+            f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, got {config.learning_rate_decay!r}"
+        )
     source = open_sequences(simulations)
     if not isinstance(source, ShardedDataset):
         raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
@@ -216,11 +220,6 @@ def train(
     data, n_batches = _tf_dataset(train_blocks, config, model_config)
     if n_batches == 0:
         raise InputError(f"fewer training sequences than one batch ({config.batch_size})", simulations)
-
-    if config.learning_rate_decay not in LEARNING_RATE_DECAYS:
-        raise InputError(
-            f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, got {config.learning_rate_decay!r}"
-        )
     with distribution_strategy().scope():
         model = build_model(model_config)
         if config.learning_rate_decay == "cosine":
@@ -263,6 +262,7 @@ def train(
         "epochs_run": len(history.history["loss"]),
         "best_epoch": best + 1,
         "sequences_per_second": round(n_train * len(history.history["loss"]) / elapsed, 1),
+        "final_learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         "validation": {
             "loss": float(history.history["val_loss"][best]),
             "step_accuracy": float(history.history["val_accuracy"][best]),

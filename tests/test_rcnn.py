@@ -250,8 +250,17 @@ def test_training_is_repeatable_and_writes_a_card(tmp_path):
     card = cards[0]
     assert card["training_data"]["fingerprint"] == sims.fingerprint
     assert card["seed"] == 4 and card["epochs_run"] == 1
+    # cosine decay by default: the rate has annealed to 1 % of the initial one after the last epoch
+    assert card["final_learning_rate"] == pytest.approx(0.01 * small.learning_rate, rel=1e-3)
     assert 0.0 <= card["validation"]["step_accuracy"] <= 1.0
     assert card["training_data"]["n_train_sequences"] + card["training_data"]["n_val_sequences"] == len(sims)
+
+
+def test_unknown_learning_rate_decay_is_refused(tmp_path):
+    from rcnnlib.train import TrainConfig, train
+
+    with pytest.raises(InputError, match="learning_rate_decay must be one of"):
+        train(tmp_path / "sims", tmp_path / "m", TrainConfig(learning_rate_decay="linear"), TINY)
 
 
 def test_shipped_model_has_a_card():
