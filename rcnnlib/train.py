@@ -205,6 +205,7 @@ def train(
     source = open_sequences(simulations)
     if not isinstance(source, ShardedDataset):
         raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
+    code_state = _git_state()  # at the start: the code may be edited during a long training
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -270,7 +271,7 @@ def train(
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "epoch_seconds": callbacks[1].seconds,
         "environment": _environment(),
-        "code": {"command": command, **_git_state()},
+        "code": {"command": command, **code_state},
     }
     save_model(model, model_config, out_dir, card)
     return card

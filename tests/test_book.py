@@ -168,9 +168,10 @@ def chromium_path() -> str:
         )
         if may:
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            subprocess.run([*prefix, apt, "update"], capture_output=True, env=env, timeout=600)
+            wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt-get may hold the lock: wait for it
+            subprocess.run([*prefix, apt, *wait, "update"], capture_output=True, env=env, timeout=700)
             proc = subprocess.run(
-                [*prefix, apt, "install", "-y", "--no-install-recommends", "chromium"],
+                [*prefix, apt, *wait, "install", "-y", "--no-install-recommends", "chromium"],
                 capture_output=True,
                 text=True,
                 env=env,
