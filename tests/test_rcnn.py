@@ -241,7 +241,15 @@ def test_training_is_repeatable_and_writes_a_card(tmp_path):
 
     survey = Survey.preset("hits2015")
     sims = simulate_to_disk(survey, tmp_path / "sims", 40, seed=2, fields=survey.fields[:1], progress=False)
-    config = TrainConfig(epochs=1, batch_size=32, block_size=20, mix_blocks=7, val_fraction=0.5, seed=4)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=32,
+        block_size=20,
+        mix_blocks=7,
+        val_fraction=0.5,
+        seed=4,
+        learning_rate_decay="cosine",
+    )
     small = replace(TINY, preprocess=PreprocessConfig(n_steps=6))
     cards = [train(tmp_path / "sims", tmp_path / f"m{i}", config, small, verbose=0) for i in range(2)]
     weights = [load_model(tmp_path / f"m{i}")[0].get_weights() for i in range(2)]
@@ -250,7 +258,7 @@ def test_training_is_repeatable_and_writes_a_card(tmp_path):
     card = cards[0]
     assert card["training_data"]["fingerprint"] == sims.fingerprint
     assert card["seed"] == 4 and card["epochs_run"] == 1
-    # cosine decay by default: the rate has annealed to 1 % of the initial one after the last epoch
+    # cosine decay: the rate has annealed to 1 % of the initial one after the last epoch
     assert card["final_learning_rate"] == pytest.approx(0.01 * small.learning_rate, rel=1e-3)
     assert 0.0 <= card["validation"]["step_accuracy"] <= 1.0
     assert card["training_data"]["n_train_sequences"] + card["training_data"]["n_val_sequences"] == len(sims)
