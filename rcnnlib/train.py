@@ -51,6 +51,12 @@ class TrainConfig:
     augmentation: Augmentation | None = field(default_factory=Augmentation)
     deterministic: bool = True  # TF op determinism: identical weights for identical seeds
 
+    def __post_init__(self) -> None:
+        if self.learning_rate_decay not in LEARNING_RATE_DECAYS:
+            raise InputError(
+                f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, got {self.learning_rate_decay!r}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -200,10 +206,6 @@ def train(
 
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
-    if config.learning_rate_decay not in LEARNING_RATE_DECAYS:
-        raise InputError(
-            f"learning_rate_decay must be one of {LEARNING_RATE_DECAYS}, got {config.learning_rate_decay!r}"
-        )
     source = open_sequences(simulations)
     if not isinstance(source, ShardedDataset):
         raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
