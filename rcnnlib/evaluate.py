@@ -7,6 +7,10 @@ them, test on the others, repeat; the draws come from
 :func:`rcnnlib.protocol.few_shot_draws`, so ``rcnnlib baseline`` uses the very
 same test sets for the same seed. The simulation-only model is scored on the
 same test sets (mean over draws) and on every real sequence.
+
+The fine-tuned prediction blends the fine-tuned and the simulation-only model
+(:func:`rcnnlib.model.blend_proba`, weight ``FineTuneConfig.base_weight``); the
+fine-tuned network's own scores are reported beside it as ``fine_tuned_alone``.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def evaluate_on_real(
     ``model`` is a saved model folder (the shipped pretrained model by default).
     ``finetune_per_class=0`` skips fine-tuning.
     """
-    from rcnnlib.model import last_step_proba, load_model, predict_proba
+    from rcnnlib.model import blend_proba, last_step_proba, load_model, predict_proba
     from rcnnlib.train import FineTuneConfig, fine_tune
 
     base, config, card = load_model(model)
@@ -117,7 +121,7 @@ def evaluate_on_real(
 
     finetune_config = finetune_config or FineTuneConfig()
     draws = few_shot_draws(real.labels, finetune_per_class, repeats, seed)
-    sim_runs, tuned_runs = [], []
+    sim_runs, tuned_runs, alone_runs = [], [], []
     tuned_confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     tuned_early = []
     tuned_predictions = np.full((repeats, len(real)), -1, dtype=np.int64)
@@ -129,7 +133,13 @@ def evaluate_on_real(
             base, config, real.subset(draw.train), finetune_config, seed=seed * 1000 + draw.repeat
         )
         test_inputs = _take(inputs, test)
-        p = predict_proba(tuned, test_inputs.x, test_inputs.step_mask)
+        alone = predict_proba(tuned, test_inputs.x, test_inputs.step_mask)
+        alone_runs.append(
+            _scores(
+                test_inputs.labels, last_step_proba(alone, test_inputs.step_mask).argmax(-1), names, classes
+            )
+        )
+        p = blend_proba(alone, proba[test], finetune_config.base_weight)
         pred = last_step_proba(p, test_inputs.step_mask).argmax(-1)
         tuned_predictions[draw.repeat, test] = pred
         tuned_runs.append(_scores(test_inputs.labels, pred, names, classes))
@@ -144,6 +154,7 @@ def evaluate_on_real(
         "seconds_per_repeat": round((time.perf_counter() - start) / repeats, 1),
         "config": {k: v for k, v in vars(finetune_config).items() if k != "augmentation"},
     }
+    result["fine_tuned_alone"] = _mean_std(alone_runs, present)
     result["n_test"] = {names[c]: int((real.labels[draws[0].test] == c).sum()) for c in classes}
     result["protocol"] = {"finetune_per_class": finetune_per_class, "repeats": repeats, "seed": seed}
     return result
@@ -169,20 +180,32 @@ def _progress(items: list, enabled: bool):
 
 
 def recall_table(result: dict[str, Any]) -> str:
-    """Plain-text table of per-class and macro recall, simulation-only vs fine-tuned."""
+    """Plain-text table of per-class and macro recall: simulation-only, fine-tuned (blended), tuned alone."""
     classes = result["classes"]
-    rows = [f"{'class':<8}{'n_test':>8}{'sim-only':>12}{'fine-tuned':>16}"]
-    tuned = result.get("fine_tuned")
-    for name in classes:
-        sim = result["sim_only"]["recall"][name]
-        line = f"{name:<8}{result['n_test'][name]:>8}{sim:>12.3f}"
-        if tuned:
-            line += f"{tuned['recall'][name]:>9.3f} ± {tuned['recall_std'][name]:.3f}"
-        rows.append(line)
-    line = f"{'macro':<8}{'':>8}{result['sim_only']['macro_recall']:>12.3f}"
+    tuned, alone = result.get("fine_tuned"), result.get("fine_tuned_alone")
+    header = f"{'class':<8}{'n_test':>8}{'sim-only':>12}"
     if tuned:
-        line += f"{tuned['macro_recall']:>9.3f} ± {tuned['macro_recall_std']:.3f}"
-    rows.append(line)
+        header += f"{'fine-tuned':>17}{'tuned alone':>17}" if alone else f"{'fine-tuned':>17}"
+    rows = [header]
+
+    def cells(scores: dict | None, key: str, std_key: str, name: str | None) -> str:
+        if not scores:
+            return ""
+        value = scores[key][name] if name else scores[key]
+        std = scores[std_key][name] if name else scores[std_key]
+        return f"{value:>9.3f} ± {std:.3f}"
+
+    for name in classes:
+        line = f"{name:<8}{result['n_test'][name]:>8}{result['sim_only']['recall'][name]:>12.3f}"
+        rows.append(
+            line + cells(tuned, "recall", "recall_std", name) + cells(alone, "recall", "recall_std", name)
+        )
+    line = f"{'macro':<8}{'':>8}{result['sim_only']['macro_recall']:>12.3f}"
+    rows.append(
+        line
+        + cells(tuned, "macro_recall", "macro_recall_std", None)
+        + cells(alone, "macro_recall", "macro_recall_std", None)
+    )
     return "\n".join(rows)
 
 
@@ -194,6 +217,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-per-class", type=int, default=10)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--base-weight",
+        type=float,
+        default=None,
+        help="weight of the simulation-only model in the fine-tuned prediction (default 0.5; 0: none)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the scores here")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -203,9 +232,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.finetune_per_class < 0 or args.repeats < 1:
         raise InputError("--finetune-per-class must be >= 0 and --repeats >= 1")
+    if args.base_weight is not None and not 0.0 <= args.base_weight <= 1.0:
+        raise InputError(f"--base-weight must lie in [0, 1], got {args.base_weight}")
+    from rcnnlib.train import FineTuneConfig
+
     real = load_hits(args.hits_dir, progress=sys.stderr.isatty())
     result = evaluate_on_real(
-        real, args.model, args.finetune_per_class, args.repeats, args.seed, progress=sys.stderr.isatty()
+        real,
+        args.model,
+        args.finetune_per_class,
+        args.repeats,
+        args.seed,
+        finetune_config=FineTuneConfig()
+        if args.base_weight is None
+        else FineTuneConfig(base_weight=args.base_weight),
+        progress=sys.stderr.isatty(),
     )
     print(recall_table(result))
     if args.json:

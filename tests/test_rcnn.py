@@ -16,6 +16,7 @@ from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.model import (
     ModelConfig,
+    blend_proba,
     build_model,
     last_step_proba,
     load_model,
@@ -26,6 +27,7 @@ from rcnnlib.model import (
 from rcnnlib.preprocess import PreprocessConfig, prepare
 from rcnnlib.protocol import few_shot_draws
 from rcnnlib.stream import StreamingClassifier
+from rcnnlib.train import FineTuneConfig
 
 pytestmark = pytest.mark.xdist_group("tensorflow")  # one process builds TF graphs; the other runs the rest
 
@@ -156,8 +158,7 @@ def test_fine_tuning_draws_are_disjoint_from_test_sets(real):
 
 
 def test_evaluate_protocol_schema(real, tiny_model_dir):
-    from rcnnlib.evaluate import evaluate_on_real
-    from rcnnlib.train import FineTuneConfig
+    from rcnnlib.evaluate import evaluate_on_real, recall_table
 
     result = evaluate_on_real(
         real,
@@ -170,7 +171,7 @@ def test_evaluate_protocol_schema(real, tiny_model_dir):
     )
     classes = ["SN", "RRL", "EB", "NV"]
     assert result["classes"] == classes
-    for key in ("sim_only", "fine_tuned"):
+    for key in ("sim_only", "fine_tuned", "fine_tuned_alone"):
         assert set(result[key]["recall"]) == set(classes)
         assert 0.0 <= result[key]["macro_recall"] <= 1.0
         assert result[key]["macro_recall"] == pytest.approx(np.mean(list(result[key]["recall"].values())))
@@ -182,6 +183,42 @@ def test_evaluate_protocol_schema(real, tiny_model_dir):
     for draw, pred in zip(draws, predictions, strict=True):
         assert (pred[draw.train] == -1).all() and (pred[draw.test] >= 0).all()
     assert np.array(result["fine_tuned"]["confusion"]).sum() == 2 * 40
+    table = recall_table(result).splitlines()
+    assert "tuned alone" in table[0] and len(table) == 1 + len(classes) + 1
+    assert f"{result['fine_tuned_alone']['macro_recall']:.3f}" in table[-1]
+
+
+def test_blend_keeps_what_each_model_is_sure_of():
+    tuned = np.array([[0.90, 0.05, 0.05], [0.40, 0.35, 0.25], [0.2, 0.2, 0.6]])
+    base = np.array([[0.50, 0.45, 0.05], [0.05, 0.90, 0.05], [0.2, 0.2, 0.6]])
+    np.testing.assert_allclose(blend_proba(tuned, base, 0.0), tuned, rtol=1e-6)
+    np.testing.assert_allclose(blend_proba(tuned, base, 1.0), base, rtol=1e-6)
+    half = blend_proba(tuned, base, 0.5)
+    np.testing.assert_allclose(half.sum(-1), 1.0, rtol=1e-6)
+    # the hesitant model gives way to the confident one; agreement stays agreement
+    assert half.argmax(-1).tolist() == [0, 1, 2]
+    np.testing.assert_allclose(half[2], tuned[2], rtol=1e-6)
+    assert np.isfinite(blend_proba(np.eye(3), np.eye(3)[::-1], 0.5)).all()
+    with pytest.raises(ValueError, match="base_weight"):
+        blend_proba(tuned, base, 1.5)
+    with pytest.raises(InputError, match="base weight"):
+        FineTuneConfig(base_weight=-0.1)
+
+
+def test_fine_tuned_prediction_with_full_base_weight_is_the_base_models(real, tiny_model_dir):
+    from rcnnlib.evaluate import evaluate_on_real
+
+    result = evaluate_on_real(
+        real,
+        tiny_model_dir,
+        finetune_per_class=4,
+        repeats=2,
+        seed=3,
+        finetune_config=FineTuneConfig(epochs=2, learning_rate=1e-2, base_weight=1.0),
+        progress=False,
+    )
+    assert result["fine_tuned"]["recall"] == pytest.approx(result["sim_only"]["recall"])
+    assert result["fine_tuned"]["config"]["base_weight"] == 1.0
 
 
 def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
