@@ -239,6 +239,8 @@ def test_cli_errors_are_one_line(tmp_path, tiny_model_dir):
     assert proc.returncode == 2 and "no such file" in proc.stderr
     proc = _run_cli("evaluate", "--model", str(tmp_path), "--repeats", "0")
     assert proc.returncode == 2 and "--repeats" in proc.stderr
+    proc = _run_cli("evaluate", "--model", str(tmp_path), "--base-weight", "1.5")
+    assert proc.returncode == 2 and "--base-weight" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_classify_npz_and_fits_agree(real, tiny_model_dir, tmp_path):
