@@ -23,7 +23,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check rcnnlib tests data book
-	$(BIN)/ruff format --check rcnnlib tests data
+	$(BIN)/ruff format --check rcnnlib tests data book
 
 # JupyterLab on the book's notebooks, with the project's kernel ("rcnnlib") registered inside .venv/.
 # The executed copies of the last build are in build/$(PROFILE)/book/. LAB_ARGS=--no-browser on a server.
