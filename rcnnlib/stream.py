@@ -45,7 +45,7 @@ def step_function(model: Any, config: ModelConfig):
             tf.TensorSpec((None, units), tf.float32),
             tf.TensorSpec((None, units), tf.float32),
         ],
-        jit_compile=False,
+        jit_compile=True,  # XLA fuses the tiny per-epoch ops: 1.8 -> 1.0 ms per step, measured in one run
     )
     def step(x, h, c):
         z = x
