@@ -12,10 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from rcnnlib.errors import InputError
+from rcnnlib.logs import VERBOSE_ENV, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rcnnlib", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help=f"show TensorFlow's log lines (silenced by default; or set {VERBOSE_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from rcnnlib import baseline, classify, evaluate, fetch, hits, runner, simulate, train
@@ -26,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--verbose", action="store_true")
+    # before build_parser(): the subcommand modules may import TensorFlow, which reads its log level once
+    configure_logging(verbose=early.parse_known_args(argv)[0].verbose or None)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

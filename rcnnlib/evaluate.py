@@ -125,12 +125,13 @@ def evaluate_on_real(
     tuned_confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     tuned_early = []
     tuned_predictions = np.full((repeats, len(real)), -1, dtype=np.int64)
+    tuned = None  # one fine-tuned model, reset to the base weights per draw (one traced graph)
     start = time.perf_counter()
     for draw in _progress(draws, progress):
         test = draw.test
         sim_runs.append(_scores(inputs.labels[test], predicted[test], names, classes))
         tuned = fine_tune(
-            base, config, real.subset(draw.train), finetune_config, seed=seed * 1000 + draw.repeat
+            base, config, real.subset(draw.train), finetune_config, seed=seed * 1000 + draw.repeat, into=tuned
         )
         test_inputs = _take(inputs, test)
         alone = predict_proba(tuned, test_inputs.x, test_inputs.step_mask)

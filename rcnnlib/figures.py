@@ -54,6 +54,33 @@ def use_book_style() -> None:
 
 
 use_book_style()
+
+
+def show_figures_in_notebooks() -> bool:
+    """Make IPython display a :class:`Figure` as a PNG; importing this module does it.
+
+    Why: the figures here are built without pyplot, and IPython only learns to
+    render a Figure once matplotlib's inline backend is activated, which happens
+    when pyplot is imported (or ``%matplotlib inline`` runs). A chapter that draws
+    only through this module would otherwise show ``<Figure size ...>`` as text.
+    Returns whether a running IPython shell was found.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:  # plain Python: nothing to register
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    formatter = shell.display_formatter.formatters["image/png"]
+    if Figure in formatter.type_printers:
+        return True  # already registered (inline backend active): keep its settings
+    select_figure_formats(shell, {"png"}, bbox_inches="tight")
+    return True
+
+
+show_figures_in_notebooks()
 KEPT_COLOR = OKABE_ITO[0]
 CUT_COLOR = OKABE_ITO[3]
 

@@ -624,6 +624,7 @@ class BookRun:
     build_dir: Path
     stages: list[StageResult] = field(default_factory=list)
     html: Path | None = None
+    pdf: Path | None = None
     stale: list[str] = field(default_factory=list)
     seconds: float = 0.0
     html_seconds: float | None = None
@@ -722,8 +723,24 @@ def parameters_markdown(
     return "\n".join(lines)
 
 
+SHOWN_OR_HIDDEN = {
+    "parameters",  # the chapter's knobs: always shown
+    "show-input",  # an author's "this code is the lesson" (how to call the library)
+    "hide-input",
+    "hide-cell",
+    "remove-input",
+    "remove-cell",
+}
+"""Tags that decide a code cell's display; any other code cell is folded (``hide-input``) in the book."""
+
+
 def _decorate(executed: Any, box: str) -> Any:
-    """Put the parameter box under the chapter title and hide papermill's injected cell in the HTML."""
+    """Put the parameter box under the chapter title, fold code, hide papermill's injected cell.
+
+    Code is one click away: every code cell without a display tag of its own
+    (:data:`SHOWN_OR_HIDDEN`) gets ``hide-input``, so a chapter reads as narrative,
+    figures and tables, and a new chapter is folded without anyone remembering to.
+    """
     from nbformat.v4 import new_markdown_cell
 
     cells = [c for c in executed.cells if PARAMETERS_TAG not in c.metadata.get("tags", [])]
@@ -731,6 +748,8 @@ def _decorate(executed: Any, box: str) -> Any:
         tags = cell.metadata.get("tags", [])
         if INJECTED_TAG in tags and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
+        elif cell.cell_type == "code" and not set(tags) & SHOWN_OR_HIDDEN:
+            cell.metadata["tags"] = [*tags, "hide-input"]
     at = 1 if cells and cells[0].cell_type == "markdown" and cells[0].source.lstrip().startswith("#") else 0
     cells.insert(at, new_markdown_cell(box, metadata={"tags": [PARAMETERS_TAG]}))
     executed.cells = cells
@@ -885,6 +904,7 @@ def run_book(
     progress: bool = True,
     force: bool = False,
     dry_run: bool = False,
+    pdf: bool = False,
 ) -> BookRun:
     """Bring the book's stages up to date with a profile (cached ones are skipped), then build the HTML.
 
@@ -894,6 +914,7 @@ def run_book(
     ``force`` re-executes the selected stages even when their cache is valid.
     The HTML is built only if every stage is up to date. ``dry_run`` only says
     which stages would run and why (status ``"would run"``), changing nothing.
+    ``pdf`` also prints the whole book to ``<build>/book.pdf`` (:mod:`rcnnlib.bookpdf`).
     """
     started = time.perf_counter()
     source_dir = Path(source_dir or paths.REPO_ROOT).resolve()
@@ -1027,6 +1048,12 @@ def run_book(
             result.html = build_html(build)
             result.html_seconds = time.perf_counter() - start
             say(f"  HTML built in {result.html_seconds:.0f} s")
+            if pdf:
+                from rcnnlib.bookpdf import build_pdf
+
+                start = time.perf_counter()
+                result.pdf = build_pdf(build)
+                say(f"  PDF printed in {time.perf_counter() - start:.0f} s")
         result.seconds = time.perf_counter() - started
         _write_run(build, prof["name"], result, parameters, overrides)
     return result
@@ -1041,8 +1068,10 @@ def _printer(progress: bool) -> Callable[[str], None]:
 
 
 def _remove_html(build: Path) -> None:
-    """No stale book: the HTML of an earlier build goes when a stage fails or is left out of date."""
+    """No stale book: the HTML (and PDF) of an earlier build go when a stage fails or is left out of date."""
     shutil.rmtree(build / "_build" / "html", ignore_errors=True)
+    shutil.rmtree(build / "_build" / "singlehtml", ignore_errors=True)
+    (build / "book.pdf").unlink(missing_ok=True)
 
 
 def _execute_stage(
@@ -1203,6 +1232,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="only say which notebooks would run, and why; change nothing"
     )
     parser.add_argument("--no-html", action="store_true", help="execute the notebooks but skip jupyter-book")
+    parser.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print the whole book to <build-dir>/book.pdf (headless Chromium)",
+    )
     parser.set_defaults(func=_cmd_book)
 
 
@@ -1215,6 +1249,7 @@ def _cmd_book(args: argparse.Namespace) -> int:
         html=not args.no_html,
         force=args.force,
         dry_run=args.dry_run,
+        pdf=args.pdf and not args.no_html,
     )
     if args.dry_run:
         would = [s.stage for s in result.stages if s.status == "would run"]
@@ -1224,6 +1259,8 @@ def _cmd_book(args: argparse.Namespace) -> int:
     print(f"executed {ran}; {len(result.cached)} stage(s) from the cache; {result.seconds:.0f} s in all")
     if result.html:
         print(f"book: {result.html / 'index.html'}")
+    if result.pdf:
+        print(f"pdf: {result.pdf}")
     else:
         print(f"executed notebooks in {result.build_dir / 'book'} (no HTML)")
     return 0

@@ -362,19 +362,29 @@ class FineTuneConfig:
             raise InputError(f"the fine-tuning base weight must lie in [0, 1], got {self.base_weight}")
 
 
-def fine_tune(model: Any, model_config: Any, real: SequenceDataset, config: FineTuneConfig, seed: int) -> Any:
+def fine_tune(
+    model: Any,
+    model_config: Any,
+    real: SequenceDataset,
+    config: FineTuneConfig,
+    seed: int,
+    into: Any = None,
+) -> Any:
     """A copy of ``model`` trained further on ``real``; each pass sees freshly augmented copies.
 
     The augmented copies of several passes are fitted in one Keras call (up to
     ~2,000 sequences at a time): a call per pass costs more than the pass itself
-    for ten sequences per class.
+    for ten sequences per class. ``into``, a model returned by an earlier call on
+    the same ``model``, is reset to ``model``'s weights and trained again instead
+    of a new clone: repeated draws then reuse one traced inference graph rather
+    than tracing one per draw (what TensorFlow's retracing warning reported).
     """
     import keras
 
     from rcnnlib.model import compile_model
 
     keras.utils.set_random_seed(seed)
-    tuned = keras.models.clone_model(model)
+    tuned = keras.models.clone_model(model) if into is None else into
     tuned.set_weights(model.get_weights())
     compile_model(tuned, config.learning_rate)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))

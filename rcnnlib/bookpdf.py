@@ -1,0 +1,133 @@
+"""The book as one PDF: a single-page HTML build printed by headless Chromium.
+
+Why Chromium and not LaTeX: the HTML book already carries every figure, table
+and caption the way readers see them, the tests already drive Chromium, and a
+TeX installation would be a second, much larger, toolchain.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rcnnlib.errors import InputError
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# flags for a machine without a display or network: no GPU, no sandbox (root), no background traffic
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
+
+
+def chromium_path(install: bool = True) -> str:
+    """Debian's Chromium; installed with apt-get when missing and allowed (root or password-less sudo)."""
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    apt = shutil.which("apt-get")
+    if install and apt and hasattr(os, "geteuid"):
+        root = os.geteuid() == 0
+        prefix = [] if root else ["sudo", "-n"]
+        may = root or (
+            shutil.which("sudo") is not None
+            and subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+        )
+        if may:
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt-get may hold the lock: wait for it
+            subprocess.run(
+                [*prefix, apt, *wait, "update"], capture_output=True, env=env, timeout=700, check=False
+            )
+            proc = subprocess.run(
+                [*prefix, apt, *wait, "install", "-y", "--no-install-recommends", "chromium"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=900,
+                check=False,
+            )
+            found = shutil.which("chromium")
+            if found:
+                return found
+            raise InputError(f"apt-get install chromium failed: {proc.stderr.strip()[-300:]}")
+    raise InputError(
+        "headless Chromium is needed to print the book and could not be installed: "
+        "run `sudo apt-get install chromium` (Debian/Ubuntu) or put chromium on PATH"
+    )
+
+
+def build_singlehtml(build_dir: Path) -> Path:
+    """``jupyter-book build --builder singlehtml`` on an executed book folder; returns the page."""
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+        "build",
+        "--builder",
+        "singlehtml",
+        str(build_dir),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    log = build_dir / "_build" / "jupyter-book-singlehtml.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(proc.stdout + proc.stderr)
+    page = build_dir / "_build" / "singlehtml" / "index.html"
+    if proc.returncode != 0 or not page.is_file():
+        raise InputError(f"single-page HTML build failed; full log in {log}", build_dir)
+    return page
+
+
+def print_pdf(page: Path, pdf: Path, timeout: float = 600) -> Path:
+    """Print ``page`` to ``pdf`` with headless Chromium (A4, backgrounds, no browser header/footer).
+
+    Written to a temporary file first and moved into place, so a failed print never
+    leaves a truncated PDF behind.
+    """
+    binary = chromium_path()
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    profile = Path(tempfile.mkdtemp(prefix="rcnnlib-chromium-"))
+    partial = pdf.with_name(f".{pdf.name}.partial-{os.getpid()}")
+    try:
+        proc = subprocess.run(
+            [
+                binary,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--no-pdf-header-footer",
+                "--run-all-compositor-stages-before-draw",
+                "--virtual-time-budget=20000",  # let images decode and MathJax typeset before printing
+                f"--print-to-pdf={partial}",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
+            tail = " ".join(proc.stderr.strip().splitlines()[-1:])
+            raise InputError(f"Chromium could not print the book ({tail})", page)
+        partial.replace(pdf)
+    finally:
+        partial.unlink(missing_ok=True)
+        shutil.rmtree(profile, ignore_errors=True)
+    return pdf
+
+
+def build_pdf(build_dir: Path, pdf: Path | None = None) -> Path:
+    """The whole executed book as ``<build_dir>/../<profile>/book.pdf`` (default: ``build_dir/book.pdf``)."""
+    page = build_singlehtml(build_dir)
+    return print_pdf(page, pdf or build_dir / "book.pdf")
