@@ -15,7 +15,7 @@ faster than rendering the images.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -630,3 +630,24 @@ def sample_light_curves(
     if class_name in _DIRECT:
         return _DIRECT[class_name](mjd, limit_mag, rng, mag_slope)
     return _rejection_sample(class_name, _REJECTING[class_name], mjd, limit_mag, rng, mag_slope)
+
+
+def model_curves(
+    classes: Sequence[str],
+    start_mjd: float,
+    end_mjd: float,
+    rng: np.random.Generator,
+    n_curves: int = 3,
+    n_points: int = 1500,
+    limit_mag: float = 24.0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``n_curves`` light curves per class on a dense grid, ``{class: (mjd, mag (n_curves, n_points))}``.
+
+    For showing the light-curve models themselves (chapter 2), free of any cadence.
+    """
+    dense = np.linspace(start_mjd, end_mjd, n_points)
+    grid = np.broadcast_to(dense, (n_curves, n_points))
+    return {
+        name: (dense, sample_light_curves(name, grid, np.full(grid.shape, limit_mag), rng).mag)
+        for name in classes
+    }

@@ -605,3 +605,26 @@ def match_magnitudes(
         lo, hi = values.quantile(list(quantiles))
         keep |= ((sim["class_name"] == name) & sim[column].between(lo, hi)).to_numpy()
     return sim[keep]
+
+
+def matched_pairs(
+    real: pd.DataFrame, sim: pd.DataFrame, classes: Sequence[str], seed: int = 0
+) -> dict[str, tuple[int, int]]:
+    """Per class, a random real sequence and the simulated one closest to it in mean magnitude.
+
+    ``real`` and ``sim`` are :func:`light_curve_variability` tables; returns
+    ``{class: (real sequence, simulated sequence)}`` for the classes both hold, so a
+    side-by-side figure compares like with like in brightness.
+    """
+    rng = np.random.default_rng(seed)
+    pairs = {}
+    for name in classes:
+        r = real[(real["class_name"] == name) & real["mean_mag"].notna()]
+        s = sim[(sim["class_name"] == name) & sim["mean_mag"].notna()]
+        if r.empty or s.empty:
+            continue
+        i_real = int(rng.choice(r["sequence"]))
+        target = r.set_index("sequence").loc[i_real, "mean_mag"]
+        nearest = (s["mean_mag"] - target).abs().idxmin()
+        pairs[name] = (i_real, int(s.loc[nearest, "sequence"]))
+    return pairs
