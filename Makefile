@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
 
-.PHONY: setup book test lint bench clean lab
+.PHONY: setup book pdf test lint bench clean lab
 
 setup: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 book: setup
 	$(BIN)/rcnnlib book --profile $(PROFILE)
+
+# The same book as one PDF, build/$(PROFILE)/book.pdf (headless Chromium; installed with apt-get when missing)
+pdf: setup
+	$(BIN)/rcnnlib book --profile $(PROFILE) --pdf
 
 test: setup
 	$(BIN)/ruff check rcnnlib tests data book

@@ -31,12 +31,15 @@ CHROMIUM_FLAGS = (
 )
 
 
-def chromium_path(install: bool = True) -> str:
-    """Debian's Chromium; installed with apt-get when missing and allowed (root or password-less sudo)."""
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
+def debian_tool(binary: str, package: str, install: bool = True) -> str:
+    """Path of ``binary``; installs Debian's ``package`` with apt-get when missing and allowed.
+
+    Allowed: running as root or with password-less sudo. Nothing then relies on a
+    hand-installed tool: ``make pdf`` and the book tests fetch what they need.
+    """
+    found = shutil.which(binary)
+    if found:
+        return found
     apt = shutil.which("apt-get")
     if install and apt and hasattr(os, "geteuid"):
         root = os.geteuid() == 0
@@ -52,21 +55,30 @@ def chromium_path(install: bool = True) -> str:
                 [*prefix, apt, *wait, "update"], capture_output=True, env=env, timeout=700, check=False
             )
             proc = subprocess.run(
-                [*prefix, apt, *wait, "install", "-y", "--no-install-recommends", "chromium"],
+                [*prefix, apt, *wait, "install", "-y", "--no-install-recommends", package],
                 capture_output=True,
                 text=True,
                 env=env,
                 timeout=900,
                 check=False,
             )
-            found = shutil.which("chromium")
+            found = shutil.which(binary)
             if found:
                 return found
-            raise InputError(f"apt-get install chromium failed: {proc.stderr.strip()[-300:]}")
+            raise InputError(f"apt-get install {package} failed: {proc.stderr.strip()[-300:]}")
     raise InputError(
-        "headless Chromium is needed to print the book and could not be installed: "
-        "run `sudo apt-get install chromium` (Debian/Ubuntu) or put chromium on PATH"
+        f"{binary} is needed and could not be installed: run `sudo apt-get install {package}` "
+        f"(Debian/Ubuntu) or put {binary} on PATH"
     )
+
+
+def chromium_path(install: bool = True) -> str:
+    """Debian's Chromium (or another Chromium/Chrome on PATH), installed when missing and allowed."""
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return debian_tool("chromium", "chromium", install)
 
 
 def build_singlehtml(build_dir: Path) -> Path:

@@ -28,16 +28,13 @@ from typing import Any
 
 import pytest
 
-from rcnnlib import runner
+from rcnnlib import bookcheck, runner
+from rcnnlib.bookpdf import chromium_path as library_chromium_path
+from rcnnlib.bookpdf import debian_tool as library_debian_tool
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
 
-# chapter -> least number of figures it must show
-FIGURES = {
-    "01_hits_survey": 7,  # 4 + one gallery per class
-    "02_simulation": 6,  # light-curve models, side by side, image realism, 3 distributions
-}
 # page (toc file stem) -> text the rendered page must contain (case-insensitive); pages not in
 # the toc yet are skipped, so a chapter's requirement starts to apply as soon as it is added
 REQUIRED = {
@@ -80,10 +77,11 @@ def book(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"build": build, "html": build / "_build" / "html", "seconds": seconds, "output": out}
 
 
-def run_ci_book(build: Path) -> tuple[float, str]:
+def run_ci_book(build: Path, *extra: str) -> tuple[float, str]:
+    """``rcnnlib book --profile ci`` into ``build``; returns the wall time and stdout + stderr."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "rcnnlib.cli", "book", "--profile", "ci", "--build-dir", str(build)],
+        [sys.executable, "-m", "rcnnlib.cli", "book", "--profile", "ci", "--build-dir", str(build), *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -91,7 +89,7 @@ def run_ci_book(build: Path) -> tuple[float, str]:
         check=False,
     )
     assert proc.returncode == 0, f"ci book failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return time.perf_counter() - start, proc.stdout
+    return time.perf_counter() - start, proc.stdout + proc.stderr
 
 
 def toc_pages() -> list[str]:
@@ -117,75 +115,141 @@ def test_every_toc_page_and_chapter_was_built(book: dict[str, Any]):
     assert not list((REPO / "book").glob("*.json"))
 
 
-def test_chapters_show_their_figures(book: dict[str, Any]):
-    for chapter, n_figures in FIGURES.items():
-        page = book["html"] / "book" / f"{chapter}.html"
-        text = page.read_text()
-        sources = re.findall(r'<img[^>]*src="([^"]+)"', text)
-        images = [(page.parent / src).resolve() for src in sources if "_images/" in src]
-        assert len(images) >= n_figures, f"{chapter}: {len(images)} figures"
-        for image in images:
-            assert image.is_file() and image.stat().st_size > 1000, image
+def test_chapters_show_every_figure_they_produce(book: dict[str, Any]):
+    """Per chapter, derived from its executed notebook: every figure an image, captioned, and on the page."""
+    problems = []
+    for notebook in runner.toc_notebooks(REPO):
+        figures = bookcheck.notebook_figures(book["build"] / notebook)
+        page = book["html"] / notebook.with_suffix(".html")
+        shown = bookcheck.page_images(page.read_text())
+        if figures.reprs or figures.uncaptioned or len(shown) != figures.images:
+            problems.append(f"{notebook.stem}: {figures}, {len(shown)} image(s) on the page")
+        for src in shown:
+            image = (page.parent / src).resolve()
+            if not (image.is_file() and image.stat().st_size > 1000):
+                problems.append(f"{notebook.stem}: image file {image} missing or empty")
+    assert not problems, "\n".join(problems)
+    # the figure chapters do draw figures: a chapter losing all of them would pass the equality above
+    assert all(bookcheck.notebook_figures(book["build"] / nb).images for nb in runner.toc_notebooks(REPO)[:5])
     movie = (book["html"] / "book" / "02_simulation.html").read_text()
     assert "animation" in movie and "data:image/png;base64" in movie, "the simulated movie is missing"
 
 
-def test_unchanged_rebuild_executes_nothing(book: dict[str, Any]):
-    seconds, out = run_ci_book(book["build"])
+def test_no_page_shows_what_a_reader_should_not_see(book: dict[str, Any]):
+    """Figure reprs, log lines, NaN cells, uncaptioned or unnumbered figures, unfolded code: on no page."""
+    found = bookcheck.check_book(book["html"], book["build"], toc_pages())
+    assert not found, "\n".join(
+        f"{page}: {problem}" for page, problems in found.items() for problem in problems
+    )
+    # nor in the terminal of the build (make book)
+    assert not bookcheck.LOG_LINE.search(book["output"]), book["output"][-3000:]
+
+
+@pytest.mark.parametrize(
+    "defect",
+    [
+        "figure repr",
+        "log line",
+        "python warning",
+        "NaN cell",
+        "no caption",
+        "unnumbered",
+        "unfolded code",
+        "lost image",
+    ],
+)
+def test_the_page_checks_catch_each_planted_defect(book: dict[str, Any], defect: str):
+    """Each check can fail: plant one defect in a copy of a real page and the checks report it."""
+    notebook = runner.toc_notebooks(REPO)[3]  # chapter 4: figures, tables and folded code
+    page = (book["html"] / notebook.with_suffix(".html")).read_text()
+    expected = bookcheck.notebook_figures(book["build"] / notebook).images
+    assert bookcheck.check_page(page, expected) == []
+    para = "<p>Table 4.2 gives the recalls."
+    assert para in page and "</figcaption>" in page and "<td>" in page and "tag_hide-input" in page
+    planted = {
+        "figure repr": lambda p: p.replace(
+            para, "<pre>&lt;Figure size 720x280 with 2 Axes&gt;</pre>" + para, 1
+        ),
+        "log line": lambda p: p.replace(
+            para,
+            "<pre>E0000 00:00:1796312438.019206    4027 mkl_util.cc:123] oneDNN supports DT_BOOL</pre>"
+            + para,
+            1,
+        ),
+        "python warning": lambda p: p.replace(
+            para, "<pre>train.py:74: UserWarning: `shuffle=True` ...</pre>" + para, 1
+        ),
+        "NaN cell": lambda p: re.sub(r"<td([^>]*)>[^<]*</td>", r"<td\1>NaN</td>", p, count=1),
+        "no caption": lambda p: re.sub(r"<figcaption>.*?</figcaption>", "", p, count=1, flags=re.S),
+        "unnumbered": lambda p: re.sub(r'<span class="caption-number">[^<]*</span>', "", p, count=1),
+        "unfolded code": lambda p: p.replace("tag_hide-input", "tag_other", 1),
+        "lost image": lambda p: re.sub(r"<img[^>]*_images/[^>]*>", "", p, count=1),
+    }[defect](page)
+    assert planted != page, f"could not plant {defect}"
+    assert bookcheck.check_page(planted, expected), f"{defect} went unnoticed"
+
+
+def test_unchanged_rebuild_executes_nothing_and_prints_the_pdf(book: dict[str, Any]):
+    """A second run with nothing changed executes no stage, full stop; --pdf then prints the whole book."""
+    seconds, out = run_ci_book(book["build"], "--pdf")
     reran = re.findall(r"^\s+(\S+): running \(([^)]*)\)", out, flags=re.M)
-
-    # the only excuse: someone edited the package or a notebook while the test ran (a shared
-    # working tree), and the stages after it re-ran because of that
-    def edited(reason: str) -> bool:  # package, notebook code or profiles (summary stages) edited
-        parts = reason.removeprefix("changed: ").split(", ")
-        return reason.startswith("changed: ") and set(parts) <= {"library", "code", "book"}
-
-    follow = {"changed: upstream", "an earlier stage was re-executed"}
-    assert all(edited(reason) or reason in follow for _, reason in reran), out
-    assert not reran or any(edited(reason) for _, reason in reran), out
-    if not reran:
-        assert "executed nothing" in out and seconds < 90, (seconds, out)
+    assert not reran, out
+    assert "executed nothing" in out, out
+    assert not bookcheck.LOG_LINE.search(out), out
     report = Path(os.environ.get("ARTEFACTS_DIR") or REPO / "build" / "test-artefacts")
     report.mkdir(parents=True, exist_ok=True)
     (report / "book-times.json").write_text(
-        json.dumps({"cold_seconds": book["seconds"], "rebuild_seconds": seconds, "rebuild_reran": reran})
+        json.dumps({"cold_seconds": book["seconds"], "rebuild_seconds": seconds})
     )
+    pdf = book["build"] / "book.pdf"
+    assert pdf.is_file() and f"pdf: {pdf}" in out
+    shutil.copy2(pdf, report / "book-ci.pdf")
+
+
+def pdf_text(pdf: Path) -> tuple[int, str]:
+    """Number of pages and text of a PDF (poppler's pdfinfo / pdftotext, installed when missing)."""
+    pdftotext = library_debian_tool("pdftotext", "poppler-utils")
+    info = subprocess.run(
+        [str(Path(pdftotext).with_name("pdfinfo")), str(pdf)], capture_output=True, text=True
+    )
+    pages = int(re.search(r"^Pages:\s+(\d+)", info.stdout, flags=re.M).group(1))
+    text = subprocess.run([pdftotext, "-layout", str(pdf), "-"], capture_output=True, text=True).stdout
+    return pages, text
+
+
+def test_pdf_holds_every_chapter_and_the_recall_figures(book: dict[str, Any]):
+    pdf = book["build"] / "book.pdf"
+    if not pdf.is_file():  # this test alone: print it
+        run_ci_book(book["build"], "--pdf")
+    pages, text = pdf_text(pdf)
+    flat = " ".join(text.split())
+    chapters = [nb for nb in runner.toc_notebooks(REPO)]
+    assert pages >= len(chapters), pages
+    for notebook in chapters:  # every chapter's title, from its notebook
+        import nbformat
+
+        title = nbformat.read(REPO / notebook, as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
+        assert " ".join(title.split()) in flat, f"{title!r} not in the PDF"
+    evaluation = json.loads(
+        (book["build"] / "artifacts" / "04_real_evaluation" / "evaluation.json").read_text()
+    )
+    for block in ("sim_only", "fine_tuned"):
+        assert f"{evaluation[block]['macro_recall']:.3f}" in flat, block
+    baseline = json.loads((book["build"] / "artifacts" / "05_baseline" / "baseline.json").read_text())
+    for block in ("sim_only", "augmented"):
+        assert f"{baseline[block]['macro_recall']:.3f}" in flat, block
+    assert flat.count("Fig.") >= sum(bookcheck.notebook_figures(book["build"] / nb).images for nb in chapters)
 
 
 # ------------------------------------------------------------------ browser
 def chromium_path() -> str:
-    """Debian's chromium, installed with apt-get when missing and we may (root or password-less sudo)."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    apt = shutil.which("apt-get")
-    if apt and hasattr(os, "geteuid"):
-        prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        may = os.geteuid() == 0 or (
-            shutil.which("sudo")
-            and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
-        )
-        if may:
-            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-            wait = ["-o", "DPkg::Lock::Timeout=600"]  # another apt-get may hold the lock: wait for it
-            subprocess.run([*prefix, apt, *wait, "update"], capture_output=True, env=env, timeout=700)
-            proc = subprocess.run(
-                [*prefix, apt, *wait, "install", "-y", "--no-install-recommends", "chromium"],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=900,
-            )
-            found = shutil.which("chromium")
-            if found:
-                return found
-            pytest.fail(f"apt-get install chromium failed: {proc.stderr.strip()[-500:]}", pytrace=False)
-    pytest.fail(
-        "headless Chromium is needed for the book test and could not be installed: "
-        "run `sudo apt-get install chromium` (Debian/Ubuntu) or put chromium on PATH",
-        pytrace=False,
-    )
+    """Debian's chromium (see :func:`rcnnlib.bookpdf.chromium_path`); the test fails when it cannot be had."""
+    from rcnnlib.errors import InputError
+
+    try:
+        return library_chromium_path()
+    except InputError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 class DevTools:
@@ -304,6 +368,12 @@ def test_every_page_reads_well_in_chromium(book: dict[str, Any], browser: DevToo
         broken = [img["src"] for img in info["images"] if img["width"] == 0]
         if broken:
             problems.append(f"{page}: {len(broken)} image(s) did not load: {broken[:3]}")
+        executed = book["build"] / f"{page}.ipynb"
+        if executed.is_file():  # a chapter: every figure cell's image is decoded in the browser
+            want = bookcheck.notebook_figures(executed)
+            loaded = [img for img in info["images"] if "_images/" in img["src"] and img["width"] > 0]
+            if len(loaded) != want.images or want.figure_cells != want.images:
+                problems.append(f"{page}: {len(loaded)} figure(s) loaded, the notebook made {want}")
         # figures are described for screen readers (the runner's fallback names their section)
         mute = [
             img["src"] for img in info["images"] if "_images/" in img["src"] and not described(img["alt"])
@@ -346,3 +416,95 @@ def test_the_browser_checks_catch_a_broken_page(browser: DevTools, tmp_path: Pat
     assert info["title"] == "broken"
     assert [img["width"] for img in info["images"]] == [0]
     assert info["errors"] and "Traceback (most recent call last)" in info["text"]
+
+
+# ------------------------------------------------------------------ the workshop, as a class runs it
+WORKSHOP = REPO / "book" / "workshop.md"
+NOT_RUN = ("make setup", "make lab")  # set-up the suite already did; lab starts a server
+
+
+def workshop_exercises() -> list[tuple[str, list[str]]]:
+    """Every shell command of ``book/workshop.md`` by exercise, continuations joined, comments dropped."""
+    exercises: list[tuple[str, list[str]]] = []
+    title = "before the class"
+    in_block = False
+    for line in WORKSHOP.read_text().splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+        if line.strip().startswith("```"):
+            in_block = line.strip() == "```bash"
+            if in_block:
+                exercises.append((title, []))
+            continue
+        if in_block:
+            commands = exercises[-1][1]
+            if commands and commands[-1].endswith("\\"):
+                commands[-1] = commands[-1][:-1] + " " + line.strip()
+            elif line.strip():
+                commands.append(re.sub(r"\s+#\s.*$", "", line.strip()))
+    return [(title, cmds) for title, cmds in exercises if cmds]
+
+
+def as_test_command(command: str, build: Path, scratch: Path, first: bool) -> list[str] | str | None:
+    """The exercise's command against the shared test build (argv), a shell line, or None when not run.
+
+    Each exercise's first command, and every command that simulates another survey (where new inputs
+    meet the simulator), runs in full; the others are checked with ``--dry-run`` (parameters resolved,
+    cache keys computed), since their code already runs in the book build itself. An unknown form of
+    command fails the test, so a new exercise cannot escape it.
+    """
+    if command.startswith(NOT_RUN):
+        return None
+    command = command.replace("/tmp/", f"{scratch}/").replace("/path/to/", f"{scratch}/")
+    if command.startswith("sed "):
+        return command
+    if command in ("time make book PROFILE=ci", "make book PROFILE=ci"):
+        command = "rcnnlib book --profile ci"
+    assert command.startswith("rcnnlib book "), f"workshop command not understood: {command!r}"
+    argv = [sys.executable, "-m", "rcnnlib.cli", *command.split()[1:], "--build-dir", str(build)]
+    if not (first or "survey_name" in command or "--dry-run" in argv):
+        argv.append("--dry-run")
+    return argv
+
+
+def test_workshop_commands_are_all_found():
+    """The parser sees every exercise of the workshop (a broken parser would run nothing and pass)."""
+    exercises = workshop_exercises()
+    headings = [line for line in WORKSHOP.read_text().splitlines() if re.match(r"## \d+\.", line)]
+    with_commands = {title for title, _ in exercises}
+    assert len(exercises) >= len(headings) - 1  # every numbered exercise but the discussion has commands
+    assert sum(len(cmds) for _, cmds in exercises) >= 15, exercises
+    assert any("survey_name ztf" in c for _, cmds in exercises for c in cmds)
+    assert any(t.startswith("3.") for t in with_commands)
+
+
+def test_every_workshop_exercise_runs(book: dict[str, Any], tmp_path: Path):
+    """Exercise after exercise on the shared ci build, as a class would: every command exits 0, no noise."""
+    # a custom survey for exercise 7 ("/path/to/my_survey.yaml"): the ztf preset's files, copied
+    (tmp_path / "my_survey.yaml").write_text(
+        re.sub(
+            r"(?m)^epochs: ",
+            f"epochs: {REPO / 'data' / 'surveys'}/",
+            (REPO / "data" / "surveys" / "ztf.yaml").read_text(),
+        )
+    )
+    failures = []
+    for title, commands in workshop_exercises():
+        for i, command in enumerate(commands):
+            run = as_test_command(command, book["build"], tmp_path, first=i == 0)
+            if run is None:
+                continue
+            proc = subprocess.run(
+                run,
+                shell=isinstance(run, str),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            noise = bookcheck.LOG_LINE.search(proc.stdout + proc.stderr)
+            if proc.returncode != 0 or noise:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                failures.append(f"{title}: {command!r} -> exit {proc.returncode}: {' | '.join(tail)}")
+    assert not failures, "\n".join(failures)
