@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -90,8 +92,28 @@ class FieldRecords:
     conditions: np.ndarray  # (n, len(CONDITION_NAMES)) float64
 
 
+def regular_file(path: Path) -> Path:
+    """``path`` when it is a regular file (or a link to one); InputError otherwise.
+
+    Why: only regular files are read from the real-data folder. A FIFO named like
+    a data file would block the reader forever, a self-referencing link fails
+    deep inside numpy; both are refused here, by name, before they are opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        broken = " (a broken symbolic link)" if os.path.islink(path) else ""
+        raise InputError(f"no such file{broken}", path) from None
+    except OSError as exc:  # ELOOP: a link to itself; EACCES
+        raise InputError(f"cannot be read as a file ({exc.strerror or type(exc).__name__})", path) from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise InputError(f"is {kind}, expected a regular file; only regular files are read", path)
+    return path
+
+
 def _read_record(path: Path) -> tuple[str, float, np.ndarray]:
-    record = safe_load_npy(path)
+    record = safe_load_npy(regular_file(path))
     names = record.dtype.names or ()
     if record.shape != () or not names:
         raise InputError(f"expected one structured record, got {record.dtype} {record.shape}", path)
@@ -259,7 +281,7 @@ def _read_star(path: Path, label: str) -> _Sequence:
         raise InputError("unexpected file name (expected Blind15A_<field>_<CCD>_<x>_<y>_g_stamp.npy)", path)
     field_name, ccd, x, y = match.groups()
     field_name = field_name.zfill(2)
-    content = load_pickled_dict(path)
+    content = load_pickled_dict(regular_file(path))
     missing = [k for k in ("stamp", "time") if k not in content]
     if missing:
         raise InputError(f"stamp file lacks key(s) {', '.join(missing)}", path)
@@ -287,8 +309,9 @@ def _read_star(path: Path, label: str) -> _Sequence:
 
 
 def _read_sn_table(path: Path) -> dict[str, tuple[str, str, int, int]]:
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise InputError("missing supernova table (SNstamps/SNHiTS.txt)", path)
+    regular_file(path)
     table = {}
     try:
         lines = path.read_text().splitlines()
@@ -312,13 +335,13 @@ def _read_supernova(stamps_path: Path, table: dict[str, tuple[str, str, int, int
         raise InputError(f"supernova {name} is not in SNHiTS.txt", stamps_path)
     field_name, ccd, i, j = table[name]
     mjd_path = stamps_path.with_name(f"{name}_MJDs.npy")
-    raw = safe_load_npy(mjd_path)
+    raw = safe_load_npy(regular_file(mjd_path))
     try:
         mjd = np.asarray([float(m.decode() if isinstance(m, bytes) else m) for m in np.ravel(raw)])
     except (ValueError, TypeError, UnicodeDecodeError):
         raise InputError(f"MJDs are not numbers (dtype {raw.dtype})", mjd_path) from None
     mjd = _check_mjd(mjd.reshape(raw.shape), mjd_path)
-    stamps = _check_stamps(safe_load_npy(stamps_path), mjd.size, stamps_path)
+    stamps = _check_stamps(safe_load_npy(regular_file(stamps_path)), mjd.size, stamps_path)
     return _Sequence(
         f"{name}_{field_name}_{ccd}_{i}_{j}",
         "SN",

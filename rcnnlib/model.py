@@ -187,9 +187,56 @@ def load_model(folder: str | Path | None = None) -> tuple[keras.Model, ModelConf
     try:
         model = keras.models.load_model(model_file, compile=False)
     except Exception as exc:  # keras raises many types for a corrupt archive
-        raise InputError(f"unreadable Keras model ({type(exc).__name__}: {exc})", model_file) from None
+        raise InputError(f"unreadable Keras model ({_first_line(exc)})", model_file) from None
+    check_card_matches(model, config, folder)
     compile_model(model, config.learning_rate)
     return model, config, card
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line: errors are printed as one line, Keras messages span many."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def check_card_matches(model: keras.Model, config: ModelConfig, folder: str | Path) -> None:
+    """Refuse a card whose config does not describe the saved network.
+
+    Why: the card's preprocessing shapes the input and its sizes drive the
+    streaming classifier, so a card edited by hand or copied beside other
+    weights would otherwise end in hundreds of lines of TensorFlow trace (or in
+    wrong numbers). The card's config is built and compared layer by layer.
+    """
+    card_file = Path(folder) / CARD_FILE
+    try:
+        expected = build_model(config)
+    except Exception as exc:  # Keras raises many types for impossible sizes
+        raise InputError(
+            f"the card's config does not describe a network ({_first_line(exc)})", card_file
+        ) from None
+
+    def shapes(m: keras.Model) -> dict[str, list[tuple[int, ...]]]:
+        return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in m.layers}
+
+    def inputs(m: keras.Model) -> dict[str, tuple]:
+        names = m.input if isinstance(m.input, dict) else {}
+        return {k: tuple(v.shape) for k, v in names.items()}
+
+    want, got = shapes(expected), shapes(model)
+    if inputs(expected) != inputs(model):
+        raise InputError(
+            f"the card's preprocessing gives inputs {inputs(expected)}, "
+            f"the saved network takes {inputs(model)}",
+            card_file,
+        )
+    for name, weights in want.items():
+        if name not in got:
+            raise InputError(f"the card's config has a layer {name!r} the saved network lacks", card_file)
+        if got[name] != weights:
+            raise InputError(
+                f"the card's config gives layer {name!r} weights {weights}, the saved network {got[name]}",
+                card_file,
+            )
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -21,6 +21,7 @@ import numpy as np
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE
 from rcnnlib.errors import InputError
 from rcnnlib.model import ModelConfig, load_model
+from rcnnlib.observations import condition_problem
 from rcnnlib.preprocess import calibrate, match_psf, normalise, reference_level, relative_change
 
 _SEEING = CONDITION_NAMES.index("seeing")
@@ -95,18 +96,37 @@ class StreamingClassifier:
         self.n_steps = 0
 
     def update(self, stamp: np.ndarray, mjd: float, conditions: Any) -> np.ndarray | None:
-        stamp = np.asarray(stamp, dtype=np.float32)
+        """Add one epoch; the class probabilities after it (None until the first full step).
+
+        Checked as ``rcnnlib classify`` checks a file (:mod:`rcnnlib.observations`),
+        before anything changes: a refused epoch leaves the stream as it was. An
+        epoch with a non-finite condition (not measured) or seeing beyond the cut
+        is recorded (its MJD orders later epochs) but not used, as in the batch path.
+        """
+        stamp = np.asarray(stamp)
+        if stamp.dtype.kind not in "fiu":
+            raise InputError(f"a stamp must hold real numbers, got dtype {stamp.dtype}")
         if stamp.shape != (STAMP_SIZE, STAMP_SIZE):
             raise InputError(f"a stamp must be {STAMP_SIZE}x{STAMP_SIZE} pixels, got shape {stamp.shape}")
+        stamp = stamp.astype(np.float32)
+        try:
+            mjd = float(mjd)
+        except (TypeError, ValueError):
+            raise InputError(f"mjd must be a number, got {mjd!r}") from None
+        if not np.isfinite(mjd):
+            raise InputError(f"mjd must be a finite number, got {mjd}")
         if not np.isfinite(stamp).all():
             raise InputError(f"stamp at MJD {mjd} has non-finite pixels")
         if mjd <= self._last_mjd:
             raise InputError(f"epochs must arrive in time order: MJD {mjd} after {self._last_mjd}")
         cond = _conditions_vector(conditions)
-        self._last_mjd = float(mjd)
+        problem = condition_problem(cond)
+        if problem is not None:
+            raise InputError(f"epoch at MJD {mjd}: {problem[1]}")
+        self._last_mjd = mjd
         self.n_epochs += 1
-        if not cond[_SEEING] < self.config.preprocess.max_seeing:
-            return self.probabilities
+        if not (np.isfinite(cond).all() and cond[_SEEING] < self.config.preprocess.max_seeing):
+            return self.probabilities  # what preprocess.quality_mask drops
         pre = self.config.preprocess
         flux, _ = calibrate(stamp[None], cond[None], pre)
         flux = match_psf(flux, cond[None, _SEEING], pre)
@@ -125,12 +145,19 @@ class StreamingClassifier:
 
 
 def _conditions_vector(conditions: Any) -> np.ndarray:
+    """The six condition values as float32 (the batch path's dtype, so both check the same numbers)."""
+    names = ", ".join(CONDITION_NAMES)
     if isinstance(conditions, dict):
         missing = [name for name in CONDITION_NAMES if name not in conditions]
         if missing:
             raise InputError(f"conditions lack {', '.join(missing)}")
-        return np.array([conditions[name] for name in CONDITION_NAMES], dtype=np.float32)
-    cond = np.asarray(conditions, dtype=np.float32)
+        conditions = [conditions[name] for name in CONDITION_NAMES]
+    try:
+        cond = np.asarray(conditions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"conditions must be the {len(CONDITION_NAMES)} numbers {names}") from None
     if cond.shape != (len(CONDITION_NAMES),):
-        raise InputError(f"conditions must be the {len(CONDITION_NAMES)} values {', '.join(CONDITION_NAMES)}")
-    return cond
+        raise InputError(
+            f"conditions must be the {len(CONDITION_NAMES)} values {names}, got shape {cond.shape}"
+        )
+    return cond.astype(np.float32)

@@ -10,6 +10,7 @@ so the package works without the real data. A user survey is a YAML file with a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,12 +22,23 @@ import yaml
 
 from rcnnlib.dataset import CONDITION_NAMES
 from rcnnlib.errors import InputError
+from rcnnlib.observations import condition_problem
 from rcnnlib.paths import data_dir
 
 EPOCH_COLUMNS: tuple[str, ...] = ("field", "mjd", *CONDITION_NAMES)
 """Columns every epochs table must have (extra columns are kept)."""
 
 PRESETS: tuple[str, ...] = ("hits2015", "ztf", "lsst")
+
+
+_CAMERA_KEYS = ("name", "pixel_scale", "gain", "read_noise", "saturation")
+
+
+def _positive(value: Any, field_name: str, source: str | Path | None) -> float:
+    """``value`` as a float when it is a finite positive number (YAML ``true`` or ``"1"`` are not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InputError(f"{field_name} must be a finite positive number, got {value!r}", source)
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -51,16 +63,28 @@ class Camera:
     ccds: tuple[CCD, ...] = ()
 
     @classmethod
-    def from_dict(cls, block: dict[str, Any], source: str | Path | None = None) -> Camera:
-        required = ("name", "pixel_scale", "gain", "read_noise", "saturation")
-        missing = [k for k in required if k not in block]
+    def from_dict(cls, block: Any, source: str | Path | None = None) -> Camera:
+        """A camera from its YAML block; every figure must be a finite positive number."""
+        if not isinstance(block, dict):
+            raise InputError(f"'camera' must be a mapping of {', '.join(_CAMERA_KEYS)}", source)
+        missing = [k for k in _CAMERA_KEYS if k not in block]
         if missing:
             raise InputError(f"camera block lacks {', '.join(missing)}", source)
-        ccds = tuple(CCD(name=str(k), **v) for k, v in (block.get("ccds") or {}).items())
-        values = {k: float(block[k]) for k in required[1:]}
-        if min(values.values()) <= 0:
-            raise InputError("camera pixel_scale, gain, read_noise and saturation must be positive", source)
-        return cls(name=str(block["name"]), ccds=ccds, **values)
+        values = {k: _positive(block[k], f"camera {k}", source) for k in _CAMERA_KEYS[1:]}
+        ccd_blocks = block.get("ccds") or {}
+        if not isinstance(ccd_blocks, dict):
+            raise InputError(
+                "camera ccds must be a mapping: CCD name -> gain, read_noise, saturation", source
+            )
+        ccds = []
+        for name, ccd in ccd_blocks.items():
+            keys = _CAMERA_KEYS[2:]
+            if not isinstance(ccd, dict) or set(ccd) != set(keys):
+                raise InputError(f"camera ccds {name}: expected exactly {', '.join(keys)}", source)
+            ccds.append(
+                CCD(str(name), **{k: _positive(ccd[k], f"camera ccds {name} {k}", source) for k in keys})
+            )
+        return cls(name=str(block["name"]), ccds=tuple(ccds), **values)
 
     def detector_table(self) -> pd.DataFrame:
         """Per-CCD gain, read noise and saturation (the typical CCD when none are listed)."""
@@ -94,14 +118,34 @@ class Survey:
     references: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        """Check the epochs table: every column present, every value a finite number in its range."""
         missing = [c for c in EPOCH_COLUMNS if c not in self.epochs.columns]
         if missing:
             raise InputError(f"survey {self.name!r}: epochs table lacks columns {', '.join(missing)}")
+        if self.epochs.empty:
+            raise InputError(f"survey {self.name!r}: epochs table has no rows")
+        if isinstance(self.max_seeing, bool) or not 0 < self.max_seeing < math.inf:
+            raise InputError(f"survey {self.name!r}: max_seeing must be a positive number of arcsec")
+        self.epochs = self.epochs.reset_index(drop=True)
+        for column in EPOCH_COLUMNS[1:]:
+            values = pd.to_numeric(self.epochs[column], errors="coerce").astype(float)
+            bad = ~np.isfinite(values.to_numpy())
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise InputError(
+                    f"survey {self.name!r}: epochs column {column!r} row {row + 1}: "
+                    f"{self.epochs[column].iloc[row]!r} is not a finite number"
+                )
+            self.epochs[column] = values
+        problem = condition_problem(self.epochs[list(CONDITION_NAMES)].to_numpy(float), allow_nan=False)
+        if problem is not None:
+            raise InputError(f"survey {self.name!r}: epochs row {problem[0][0] + 1}: {problem[1]}")
+        if not (self.epochs["seeing"] < self.max_seeing).any():
+            raise InputError(
+                f"survey {self.name!r}: no epoch has seeing below max_seeing = {self.max_seeing}"
+            )
         self.epochs = self.epochs.sort_values(["field", "mjd"], kind="stable").reset_index(drop=True)
         self.epochs["field"] = self.epochs["field"].astype(str)
-        numeric = self.epochs[list(EPOCH_COLUMNS[1:])]
-        if not np.isfinite(numeric.to_numpy(dtype=float)).all():
-            raise InputError(f"survey {self.name!r}: epochs table has missing or non-finite values")
 
     # ----------------------------------------------------------------- views
     @property
@@ -168,30 +212,52 @@ class Survey:
             spec = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise InputError(f"not valid YAML: {exc}".splitlines()[0], path) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"unreadable survey file ({type(exc).__name__}: {exc})", path) from None
         if not isinstance(spec, dict) or "camera" not in spec or "epochs" not in spec:
             raise InputError("a survey file needs 'camera' and 'epochs' entries", path)
-        epochs_spec = spec["epochs"]
+        for key in ("name", "band", "description"):
+            if key in spec and not isinstance(spec[key], str):
+                raise InputError(f"{key!r} must be text, got {spec[key]!r}", path)
+        references = spec.get("references", [])
+        if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+            raise InputError("'references' must be a list of texts", path)
+        max_seeing = spec.get("max_seeing", 2.0)
+        if (
+            isinstance(max_seeing, bool)
+            or not isinstance(max_seeing, int | float)
+            or not 0 < max_seeing <= 20
+        ):
+            raise InputError(f"'max_seeing' must be a number of arcsec in (0, 20], got {max_seeing!r}", path)
+        camera = Camera.from_dict(spec["camera"], path)
+        epochs_spec, source = spec["epochs"], path
         if isinstance(epochs_spec, str):
-            csv = path.parent / epochs_spec
-            if not csv.is_file():
-                raise InputError(f"epochs table {csv} not found", path)
+            source = path.parent / epochs_spec
+            if not source.is_file():
+                raise InputError(
+                    f"epochs table {source} not found (a CSV path relative to the YAML file)", path
+                )
             try:
-                epochs = pd.read_csv(csv, comment="#", dtype={"field": str})
-            except (ValueError, pd.errors.ParserError) as exc:
-                raise InputError(f"unreadable CSV: {exc}", csv) from None
-        else:
+                epochs = pd.read_csv(source, comment="#", dtype={"field": str})
+            except (OSError, ValueError, pd.errors.ParserError) as exc:  # empty, binary or ragged files
+                raise InputError(f"unreadable CSV: {exc}".splitlines()[0], source) from None
+        elif isinstance(epochs_spec, list) and epochs_spec and all(isinstance(r, dict) for r in epochs_spec):
             epochs = pd.DataFrame(epochs_spec)
+        else:
+            raise InputError(
+                f"'epochs' must be a CSV path or a list of rows with {', '.join(EPOCH_COLUMNS)}", path
+            )
         try:
             return cls(
                 name=str(spec.get("name", path.stem)),
                 band=str(spec.get("band", "g")),
-                camera=Camera.from_dict(spec["camera"], path),
+                camera=camera,
                 epochs=epochs,
-                max_seeing=float(spec.get("max_seeing", 2.0)),
+                max_seeing=float(max_seeing),
                 description=str(spec.get("description", "")),
-                references=list(spec.get("references", [])),
+                references=list(references),
             )
         except InputError as exc:
             if exc.path is None:
-                raise InputError(exc.problem, path) from None
+                raise InputError(exc.problem, source) from None
             raise

@@ -155,14 +155,13 @@ def _get(**kwargs: object) -> dict[str, object]:
 # --------------------------------------------------------------------------- manifest
 
 
-def test_packaged_manifest_is_the_data_folder_manifest() -> None:
+def test_packaged_manifest_is_the_data_folder_manifest(hits_root: Path) -> None:
     entries = read_manifest()
     assert len(entries) == 2939
     assert len({e.path for e in entries}) == len(entries)
     assert all(len(e.sha256) == 64 and e.size > 0 for e in entries)
-    shared = HITS / "MANIFEST.sha256"
-    if shared.is_file():
-        assert fetch.MANIFEST_PATH.read_bytes() == shared.read_bytes()
+    # the real-data folder is required (conftest): its manifest must be the packaged one, byte for byte
+    assert fetch.MANIFEST_PATH.read_bytes() == (hits_root / "MANIFEST.sha256").read_bytes()
 
 
 @pytest.mark.parametrize(

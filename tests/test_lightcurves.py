@@ -121,8 +121,8 @@ def test_eb_detectability_rule_holds_for_every_object() -> None:
     assert np.all(np.any(depth > 3.0 * photometric_sigma(base, lim), axis=1))
     # shallow eclipses of faint stars are rejected: rare among faint accepted objects
     faint = p["mean_mag"] > 23.0
-    if faint.any():
-        assert np.median(p["depth_primary"][faint]) > np.median(p["depth_primary"][~faint])
+    assert faint.sum() >= 20  # seeded: enough faint systems for the comparison to mean something
+    assert np.median(p["depth_primary"][faint]) > np.median(p["depth_primary"][~faint])
 
 
 def test_contact_binaries_vary_continuously_and_are_detectable() -> None:
@@ -151,9 +151,9 @@ def test_contact_binaries_vary_continuously_and_are_detectable() -> None:
 
 
 def test_eb_rejects_undetectable() -> None:
-    # far too faint for any eclipse depth to be 3 sigma: the sampler gives up loudly
+    # limits brighter than the catalogue's bright end (14.5 mag): no system can be drawn, refused by name
     mjd, lim = _survey(5, limit=14.0)
-    with pytest.raises((RuntimeError, ValueError)):
+    with pytest.raises(ValueError, match=r"faint limit must exceed the bright end 14\.5"):
         sample_light_curves("EB", mjd, lim, np.random.default_rng(0))
 
 
@@ -215,7 +215,7 @@ def test_mean_magnitudes_bounds_and_shape() -> None:
     assert np.median(rrl) < np.median(cut) - 0.8
     per_obj = sample_mean_magnitudes(3, np.array([16.0, 20.0, 24.0]), rng)
     assert (per_obj <= [16.0, 20.0, 24.0]).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"faint limit must exceed the bright end 14\.5"):
         sample_mean_magnitudes(2, 14.0, rng)
 
 
