@@ -55,7 +55,10 @@ def paper_table(
     if isinstance(shown.index, pd.RangeIndex) and shown.index.name is None:
         styler = styler.hide(axis="index")
     return styler.set_table_styles(
-        [{"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: normal;"}]
+        [
+            {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: normal;"},
+            {"selector": "td, th", "props": "padding: 0.2em 0.7em; text-align: right;"},
+        ]
     )
 
 
@@ -89,13 +92,13 @@ def recall_table(
     table = pd.DataFrame({name: recall_column(block, classes) for name, block in columns.items()})
     counts = {c: int(n_test.get(c, 0)) for c in classes}
     table.insert(0, "test sequences", pd.Series({**counts, "macro recall": sum(counts.values())}))
-    table["test sequences"] = table["test sequences"].astype(int)
+    table = table.astype(object)  # strings and counts side by side; the paper's row adds dashes
     if paper is not None:
         row = {"test sequences": MISSING}
         row.update({name: MISSING if paper.get(name) is None else f"{paper[name]:.2f}" for name in columns})
         table.loc["paper: macro recall"] = pd.Series(row)
     table.index.name = "class"
-    return table.astype(object)
+    return table
 
 
 COLUMN_LABELS: dict[str, str] = {
