@@ -10,6 +10,11 @@ Accepted inputs (the file names the format):
 - ``.fits``/``.fits.gz``: a (T, 21, 21) cube in the primary HDU and a binary
   table in HDU 1 with an ``MJD`` column and one column per condition name
   (any case).
+
+Every input is checked once, here, before the model loads: numeric arrays of
+the shapes above, finite pixels and MJDs, MJDs increasing within a sequence and
+conditions within :data:`rcnnlib.observations.CONDITION_RANGES` (a non-finite
+condition means "not measured": the epoch is not used).
 """
 
 from __future__ import annotations
@@ -25,30 +30,39 @@ import numpy as np
 
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset, atomic_path
 from rcnnlib.errors import InputError
+from rcnnlib.observations import check_sequences
+
+_NUMBERS = "fiu"  # dtype kinds accepted for stamps, MJDs and conditions
 
 
 def read_sequences(path: str | Path) -> SequenceDataset:
-    """A user's sequences as a :class:`SequenceDataset` (labels are placeholders: 0)."""
+    """A user's sequences as a :class:`SequenceDataset` (labels are placeholders: 0), checked."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such file", path)
     name = path.name.lower()
     if name.endswith((".h5", ".hdf5")):
-        return SequenceDataset.load(path)
-    if name.endswith(".npz"):
-        arrays = _read_npz(path)
+        ds = SequenceDataset.load(path)
+        if len(ds) == 0 or ds.n_epochs == 0:
+            raise InputError("the dataset holds no sequences", path)
+    elif name.endswith(".npz"):
+        ds = _to_dataset(_read_npz(path), path)
     elif name.endswith((".fits", ".fits.gz", ".fit")):
-        arrays = _read_fits(path)
+        ds = _to_dataset(_read_fits(path), path)
     else:
         raise InputError("unknown format: expected .npz, .h5/.hdf5 or .fits", path)
-    return _to_dataset(arrays, path)
+    check_sequences(ds.mjd, ds.conditions, ds.mask, ds.ids, path)
+    return ds
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file renamed .npz
+            raise InputError("not a .npz archive (a single .npy array?)", path)
+        with loaded as f:
             arrays = {key: f[key] for key in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"not a readable .npz file ({exc})", path) from None
     for key in ("stamps", "mjd"):
         if key not in arrays:
@@ -57,6 +71,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         missing = [c for c in CONDITION_NAMES if c not in arrays]
         if missing:
             raise InputError(f"missing 'conditions' or the arrays {', '.join(missing)}", path)
+        shapes = {np.shape(arrays[c]) for c in CONDITION_NAMES}
+        if len(shapes) > 1:
+            raise InputError(f"the arrays {', '.join(CONDITION_NAMES)} differ in shape", path)
+        for c in CONDITION_NAMES:
+            _numeric(arrays[c], c, path)
         arrays["conditions"] = np.stack([arrays[c] for c in CONDITION_NAMES], axis=-1)
     return arrays
 
@@ -64,59 +83,87 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 def _read_fits(path: Path) -> dict[str, np.ndarray]:
     from astropy.io import fits
 
+    layout = "expected a (T, 21, 21) stamp cube in HDU 0 and a conditions table in HDU 1"
     try:
         with fits.open(path) as hdul:
-            if len(hdul) < 2 or hdul[0].data is None:
-                raise InputError("expected a stamp cube in HDU 0 and a conditions table in HDU 1", path)
-            cube = np.asarray(hdul[0].data, dtype=np.float32)
+            if len(hdul) < 2 or hdul[0].data is None or not isinstance(hdul[1], fits.BinTableHDU):
+                raise InputError(layout, path)
+            cube = np.array(hdul[0].data)
             table = hdul[1].data
             columns = {c.lower(): c for c in table.columns.names}
             missing = [c for c in ("mjd", *CONDITION_NAMES) if c not in columns]
             if missing:
                 raise InputError(f"the table in HDU 1 lacks column(s) {', '.join(missing)}", path)
-            mjd = np.asarray(table[columns["mjd"]], dtype=np.float64)
-            conditions = np.stack(
-                [np.asarray(table[columns[c]], dtype=np.float32) for c in CONDITION_NAMES], -1
-            )
-    except OSError as exc:
-        raise InputError(f"not a readable FITS file ({exc})", path) from None
+            mjd = np.array(table[columns["mjd"]])
+            values = [_numeric(np.array(table[columns[c]]), c, path) for c in CONDITION_NAMES]
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:
+        # astropy reports a truncated or foreign file with any of these
+        raise InputError(f"not a readable FITS file ({type(exc).__name__}: {exc})", path) from None
+    if cube.ndim != 3:
+        raise InputError(f"{layout}; HDU 0 has shape {cube.shape}", path)
+    conditions = np.stack(values, -1) if values[0].ndim == 1 else None
+    if conditions is None:
+        raise InputError("the conditions table's columns must hold one number per row", path)
     return {"stamps": cube, "mjd": mjd, "conditions": conditions, "ids": np.array([path.stem])}
 
 
+def _numeric(a: np.ndarray, name: str, path: Path) -> np.ndarray:
+    """``a`` when it holds real numbers; the file and field named otherwise."""
+    a = np.asarray(a)
+    if a.dtype.kind not in _NUMBERS:
+        raise InputError(f"{name} must hold real numbers, got dtype {a.dtype}", path)
+    return a
+
+
+def _shaped(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...], single: bool, path: Path):
+    """``arrays[name]`` with exactly ``shape`` ((N, T, ...)); (T, ...) also for a single sequence."""
+    a = np.asarray(arrays[name])
+    if single and a.shape == shape[1:]:
+        a = a[None]
+    if a.shape != shape:
+        wanted = f"{shape}" + (f" or {shape[1:]}" if single else "")
+        raise InputError(f"{name} must have shape {wanted} to match the stamps, got {a.shape}", path)
+    return a
+
+
 def _to_dataset(arrays: dict[str, np.ndarray], path: Path) -> SequenceDataset:
-    stamps = np.asarray(arrays["stamps"], dtype=np.float32)
-    if stamps.ndim == 3:
+    stamps = _numeric(arrays["stamps"], "stamps", path)
+    single = stamps.ndim == 3
+    if single:
         stamps = stamps[None]
     if stamps.ndim != 4 or stamps.shape[-2:] != (STAMP_SIZE, STAMP_SIZE):
-        raise InputError(f"stamps must be (N, T, {STAMP_SIZE}, {STAMP_SIZE}), got {stamps.shape}", path)
-    n, t = stamps.shape[:2]
-    mjd = (
-        np.asarray(arrays["mjd"], dtype=np.float64).reshape(-1, t)
-        if np.size(arrays["mjd"]) == n * t
-        else None
-    )
-    if mjd is None:
-        raise InputError(f"mjd must hold {n} x {t} values, got shape {np.shape(arrays['mjd'])}", path)
-    conditions = np.asarray(arrays["conditions"], dtype=np.float32)
-    if conditions.size != n * t * len(CONDITION_NAMES):
         raise InputError(
-            f"conditions must be ({n}, {t}, {len(CONDITION_NAMES)}) = {', '.join(CONDITION_NAMES)}; "
-            f"got shape {conditions.shape}",
+            f"stamps must have shape (N, T, {STAMP_SIZE}, {STAMP_SIZE}) or (T, {STAMP_SIZE}, {STAMP_SIZE}), "
+            f"got {np.shape(arrays['stamps'])}",
             path,
         )
-    mask = np.asarray(arrays.get("mask", np.ones((n, t), bool)), dtype=bool).reshape(n, t)
-    ids = np.asarray(arrays.get("ids", [f"{path.stem}_{i}" for i in range(n)])).astype(str).reshape(-1)
-    if ids.size != n:
-        raise InputError(f"ids must hold {n} names, got {ids.size}", path)
-    return SequenceDataset(
-        stamps=stamps,
-        mjd=mjd,
-        conditions=conditions.reshape(n, t, -1),
-        mask=mask,
-        labels=np.zeros(n, dtype=np.int16),
-        ids=ids,
-        metadata={"source": str(path), "labels": "unknown"},
-    )
+    n, t = stamps.shape[:2]
+    if n == 0 or t == 0:
+        raise InputError(f"no sequences or no epochs: stamps have shape {np.shape(arrays['stamps'])}", path)
+    mjd = _numeric(_shaped(arrays, "mjd", (n, t), single, path), "mjd", path)
+    conditions = _shaped(arrays, "conditions", (n, t, len(CONDITION_NAMES)), single, path)
+    conditions = _numeric(conditions, f"conditions ({', '.join(CONDITION_NAMES)})", path)
+    mask = np.ones((n, t), bool)
+    if "mask" in arrays:
+        mask = _shaped(arrays, "mask", (n, t), single, path)
+        if mask.dtype.kind not in "biu" or not np.isin(mask, (0, 1)).all():
+            raise InputError(f"mask must hold booleans (or 0/1), got dtype {mask.dtype}", path)
+        mask = mask.astype(bool)
+    ids = np.asarray(arrays.get("ids", [f"{path.stem}_{i}" for i in range(n)]))
+    if ids.shape != (n,) or ids.dtype.kind not in "USiu":
+        raise InputError(f"ids must hold {n} names, got shape {ids.shape} of dtype {ids.dtype}", path)
+    try:
+        return SequenceDataset(
+            stamps=stamps,
+            mjd=mjd,
+            conditions=conditions,
+            mask=mask,
+            labels=np.zeros(n, dtype=np.int16),
+            ids=ids.astype(str),
+            metadata={"source": str(path), "labels": "unknown"},
+        )
+    except InputError as exc:  # e.g. non-finite pixels: name the file
+        raise InputError(exc.problem, path) from None
 
 
 def classify(ds: SequenceDataset, model: str | Path | None = None) -> list[dict[str, Any]]:
@@ -170,7 +217,10 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_classify(args: argparse.Namespace) -> int:
     from rcnnlib.classes import CLASS_NAMES
+    from rcnnlib.outputs import check_output_file
 
+    if args.json is not None:
+        check_output_file(args.json)  # before the model loads, not after the work
     ds = read_sequences(args.input)
     results = classify(ds, args.model)
     print(format_table(results, CLASS_NAMES), file=sys.stdout)

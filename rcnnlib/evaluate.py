@@ -93,6 +93,8 @@ def evaluate_on_real(
     from rcnnlib.model import blend_proba, last_step_proba, load_model, predict_proba
     from rcnnlib.train import FineTuneConfig, fine_tune
 
+    if finetune_per_class:  # refuses a draw that leaves a class untested before any work
+        few_shot_draws(real.labels, finetune_per_class, repeats, seed)
     base, config, card = load_model(model)
     if tuple(real.class_names) != tuple(config.class_names):
         raise InputError("the real dataset's class names differ from the model's")
@@ -230,11 +232,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from rcnnlib.hits import load_hits
+    from rcnnlib.outputs import check_output_file
 
     if args.finetune_per_class < 0 or args.repeats < 1:
         raise InputError("--finetune-per-class must be >= 0 and --repeats >= 1")
-    if args.base_weight is not None and not 0.0 <= args.base_weight <= 1.0:
+    if args.seed < 0:
+        raise InputError(f"--seed must be a whole number >= 0, got {args.seed}")
+    if args.base_weight is not None and not 0.0 <= args.base_weight <= 1.0:  # NaN fails this too
         raise InputError(f"--base-weight must lie in [0, 1], got {args.base_weight}")
+    if args.json is not None:
+        check_output_file(args.json)  # before the minutes of fine-tuning, not after
     from rcnnlib.train import FineTuneConfig
 
     real = load_hits(args.hits_dir, progress=sys.stderr.isatty())

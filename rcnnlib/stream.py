@@ -65,9 +65,10 @@ class StreamingClassifier:
     ``update(stamp, mjd, conditions)`` takes one 21x21 stamp (ADU, sky not
     subtracted), its MJD and its conditions (the six :data:`CONDITION_NAMES`,
     in order, or a mapping by name) and returns the class probabilities after
-    that epoch. Epochs worse than the seeing cut are recorded but change
-    nothing; until ``epochs_per_step`` good epochs have arrived the
-    probabilities are ``None``.
+    that epoch. Epochs worse than the seeing cut, or with a condition not
+    measured (non-finite), are recorded but change nothing, as in the batch
+    path; implausible values (see :mod:`rcnnlib.observations`) are refused.
+    Until ``epochs_per_step`` good epochs have arrived the probabilities are ``None``.
     """
 
     def __init__(
