@@ -55,9 +55,9 @@ DEFAULT_GRID: dict[str, list[Any]] = {
 a depth limit of 12 scored the same as unlimited depth within 0.005 and was dropped to halve the search)."""
 N_ESTIMATORS = 200
 SMALL_BATCH = 64
+"""Rows up to which :meth:`LightCurveForest.predict_proba` calls the trees directly (streaming)."""
 CV_FOLDS = 3
 """Folds of the grid search's stratified cross-validation: every class needs at least this many sequences."""
-"""Rows up to which :meth:`LightCurveForest.predict_proba` calls the trees directly (streaming)."""
 PAPER_MACRO_RECALL = {"rcnn_sim_only": 0.85, "rcnn_fine_tuned": 0.94}
 """The paper's published average recalls on real HiTS; the forest's is only said to be "about the same"."""
 
