@@ -227,6 +227,9 @@ class SequenceDataset:
             raise InputError(
                 f"not a readable HDF5 dataset (truncated or foreign file?): {exc}", path
             ) from None
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            # a damaged attribute or array (one flipped byte) surfaces as a parse or shape error
+            raise InputError(f"damaged dataset file ({type(exc).__name__}: {exc})", path) from None
 
 
 def write_hdf5_group(

@@ -19,10 +19,14 @@ exactly what was fingerprinted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import os
+import math
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,15 @@ from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.images import REGISTRATION_FRACTION, epoch_mag_offsets, render_stamps
 from rcnnlib.lightcurves import ALPHA, sample_light_curves
-from rcnnlib.shards import ShardedDataset, publish_folder, write_manifest
+from rcnnlib.outputs import check_output_folder
+from rcnnlib.shards import (
+    ShardedDataset,
+    check_replaceable,
+    partial_name,
+    publish_folder,
+    sweep_stale_partials,
+    write_manifest,
+)
 from rcnnlib.survey import Survey
 
 HOST_FRACTION: dict[str, float] = {
@@ -51,6 +63,8 @@ HOST_FRACTION: dict[str, float] = {
 """Fraction of sequences with a host galaxy per class, as in the paper."""
 
 UINT16_MAX = 65535.0
+MAX_MAG_SLOPE = 5.0
+"""Largest ``|mag_slope|`` accepted: real star counts are 0-0.6 dex/mag; beyond ~20 the law overflows."""
 RENDER_BLOCK = 256
 """Sequences rendered at once; part of the random stream's definition, so changing it changes outputs."""
 
@@ -211,16 +225,18 @@ def simulate_to_disk(
     run on Dask: a local cluster of ``workers`` processes, or the scheduler at
     ``scheduler`` (whose workers must see ``out`` on a shared filesystem).
     """
-    if workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
+    check_seed(seed)
+    check_mag_slope(mag_slope)
     survey = Survey.load(survey) if isinstance(survey, str | Path) else survey
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError("already exists (use --overwrite to replace it)", out)
     tasks = plan_shards(survey, n_per_class, classes, fields, shard_size)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # every check on the output before any work: a bad --out fails now, not after the simulation
+    shown = Path(out)
+    out = check_output_folder(shown, replace=True)
+    check_replaceable(out, overwrite, shown)
+    sweep_stale_partials(out)
+    tmp = partial_name(out)
     entries: list[dict[str, Any]] = []
     bar = tqdm(
         total=sum(t.n for t in tasks),
@@ -228,33 +244,80 @@ def simulate_to_disk(
         desc=f"simulate {survey.name}",
         disable=None if progress else True,
     )
-    try:
-        if workers == 1 and scheduler is None:
-            for task in tasks:
-                entries.append(_run_task(survey, task, seed, str(tmp), mag_slope))
-                bar.update(task.n)
-        else:
-            entries = _run_on_dask(survey, tasks, seed, tmp, workers, scheduler, bar, mag_slope)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
-    metadata = {
-        "source": "simulation",
-        "survey": survey.name,
-        "seed": seed,
-        "n_per_class": n_per_class,
-        "classes": list(classes),
-        "fields": sorted({t.field for t in tasks}),
-        "shard_size": shard_size,
-        "host_fraction": HOST_FRACTION,
-        "mag_slope": mag_slope,
-        "rcnnlib_version": __version__,
-    }
-    write_manifest(tmp, entries, metadata)
-    publish_folder(tmp, out, overwrite=overwrite)
+    with _sigterm_raises():
+        try:
+            tmp.mkdir(parents=True)
+        except FileExistsError:  # our PID's, yet not swept: it holds files we did not write
+            raise InputError(f"remove {tmp}: it holds files rcnnlib did not write", shown) from None
+        try:
+            if workers == 1 and scheduler is None:
+                for task in tasks:
+                    entries.append(_run_task(survey, task, seed, str(tmp), mag_slope))
+                    bar.update(task.n)
+            else:
+                entries = _run_on_dask(survey, tasks, seed, tmp, workers, scheduler, bar, mag_slope)
+            metadata = {
+                "source": "simulation",
+                "survey": survey.name,
+                "seed": seed,
+                "n_per_class": n_per_class,
+                "classes": list(classes),
+                "fields": sorted({t.field for t in tasks}),
+                "shard_size": shard_size,
+                "host_fraction": HOST_FRACTION,
+                "mag_slope": mag_slope,
+                "rcnnlib_version": __version__,
+            }
+            write_manifest(tmp, entries, metadata)
+            publish_folder(tmp, out, overwrite=overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            bar.close()
     return ShardedDataset(out)
+
+
+def check_seed(seed: Any) -> None:
+    """Seeds are non-negative integers (what ``numpy.random.SeedSequence`` accepts)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed}")
+
+
+def check_mag_slope(mag_slope: Any) -> None:
+    """A finite star-count slope within +-:data:`MAX_MAG_SLOPE` dex/mag."""
+    try:
+        value = float(mag_slope)
+    except (TypeError, ValueError):
+        raise InputError(f"--mag-slope must be a number, got {mag_slope!r}") from None
+    if not math.isfinite(value) or abs(value) > MAX_MAG_SLOPE:
+        raise InputError(
+            f"--mag-slope must be a finite number in [-{MAX_MAG_SLOPE:g}, {MAX_MAG_SLOPE:g}] "
+            f"(dex per magnitude; {ALPHA} follows the survey's counts, 0 is flat), got {mag_slope}"
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` for the duration, so cleanup runs as it does on Ctrl-C.
+
+    Python's default SIGTERM action kills the process without unwinding, leaving the
+    ``.partial`` folder behind. Only the main thread may install handlers; elsewhere
+    (a Dask worker, a thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_on_dask(

@@ -27,10 +27,13 @@ import numpy as np
 
 from rcnnlib.dataset import SequenceDataset, read_rows
 from rcnnlib.errors import InputError
+from rcnnlib.outputs import check_output_folder
 from rcnnlib.preprocess import Augmentation, ModelInput, prepare
 from rcnnlib.shards import ShardedDataset, open_sequences
 
 LEARNING_RATE_DECAYS = ("cosine", "none")
+MODEL_FILES = ("model.keras", "card.json")
+"""A model folder's files (``rcnnlib.model.MODEL_FILE``, ``CARD_FILE``; importing those loads Keras)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,12 @@ def plan_blocks(source: ShardedDataset, block_size: int) -> list[Block]:
 
     blocks = []
     for shard in source.shards:
-        (class_name,) = shard["counts"].keys()  # the simulator writes one class per shard
+        if len(shard["counts"]) != 1:  # the simulator writes one class per shard
+            raise InputError(
+                f"shard {shard['file']} holds {len(shard['counts'])} classes; training expects one per shard",
+                source.path / "manifest.json",
+            )
+        (class_name,) = shard["counts"].keys()
         for lo in range(0, shard["n"], block_size):
             blocks.append(
                 Block(source.path / shard["file"], lo, min(lo + block_size, shard["n"]), label_of(class_name))
@@ -199,6 +207,14 @@ def train(
     The card records the code that trained it (the git commit of this checkout, if any, and
     whether it had uncommitted changes) and ``command``, the command line that ran it.
     """
+    # Everything that can be wrong with the inputs and the output fails here, in seconds, before
+    # TensorFlow loads and before hours of training: the output folder, the manifest, every shard.
+    check_output_folder(out_dir)
+    source = open_sequences(simulations)
+    if not isinstance(source, ShardedDataset):
+        raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
+    source.check_shards()  # one read of each shard: a flipped byte fails now, naming the shard
+
     import keras
     import tensorflow as tf
 
@@ -206,9 +222,6 @@ def train(
 
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
-    source = open_sequences(simulations)
-    if not isinstance(source, ShardedDataset):
-        raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
     code_state = _git_state()  # at the start: the code may be edited during a long training
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -245,6 +258,7 @@ def train(
         data,
         epochs=config.epochs,
         validation_data=(val_x, val_y, val_w),
+        shuffle=False,  # the tf.data pipeline shuffles; Keras would warn that it ignores shuffle=True
         callbacks=callbacks,
         verbose=verbose if verbose != "auto" else (1 if sys.stderr.isatty() else 2),
     )
@@ -434,9 +448,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         augmentation=None if args.no_augment else Augmentation(),
     )
+    _check_model_folder(args.out)
     command = (
         "rcnnlib " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     )
     card = train(args.simulations, args.out, config, command=command)
     print(json.dumps({k: card[k] for k in ("training_time_s", "epochs_run", "best_epoch", "validation")}))
     return 0
+
+
+def _check_model_folder(out: Path) -> None:
+    """``--out`` is a new folder, an empty one or a model folder (whose model is replaced), nothing else."""
+    check_output_folder(out)
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in MODEL_FILES):
+        raise InputError(
+            f"already exists and is not a model folder (no {' or '.join(MODEL_FILES)}): "
+            "choose a new or empty folder",
+            out,
+        )
