@@ -349,7 +349,9 @@ def _run_on_dask(
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                # None still binds the scheduler's HTTP server on 8787 and warns when another
+                # cluster holds it (parallel tests, two builds): any free port, no warning
+                dashboard_address=":0",
                 silence_logs=logging.ERROR,
             )
         client = Client(cluster)
