@@ -24,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from rcnnlib import baseline, classify, evaluate, fetch, hits, runner, simulate, train
+    from rcnnlib.book import runner
+    from rcnnlib.forest import baseline
+    from rcnnlib.hits import fetch
+    from rcnnlib.hits import loader as hits
+    from rcnnlib.rcnn import classify, evaluate, train
+    from rcnnlib.sim import simulate
 
     for module in (hits, fetch, runner, simulate, train, evaluate, classify, baseline):
         module.add_cli(sub)

@@ -53,7 +53,7 @@ class SequenceDataset:
         labels: (N,) int16 indices into ``class_names``.
         ids: (N,) str object ids (for HiTS: ``field_CCD_x_y``).
         conditions_estimated: (N, T) bool, True where an epoch's conditions were
-            estimated rather than measured (see :mod:`rcnnlib.hits`).
+            estimated rather than measured (see :mod:`rcnnlib.hits.loader`).
         metadata: JSON-serialisable provenance (survey, seed, source, fingerprint...).
         class_names: the names behind ``labels``; the canonical seven by default.
     """

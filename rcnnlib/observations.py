@@ -3,8 +3,8 @@
 A file with a zero exposure time or a zero point of 1e6 mag used to be
 classified with confidence (every stamp scaled to zero flux), and a NaN or
 decreasing MJD went through unnoticed. The user's sequences (``rcnnlib
-classify``), the alert stream (:class:`~rcnnlib.stream.StreamingClassifier`) and
-survey definitions (:meth:`~rcnnlib.survey.Survey.from_yaml`) are therefore
+classify``), the alert stream (:class:`~rcnnlib.rcnn.stream.StreamingClassifier`) and
+survey definitions (:meth:`~rcnnlib.sim.survey.Survey.from_yaml`) are therefore
 checked here, with the same rules and messages that name the field and its
 allowed values:
 
@@ -13,7 +13,7 @@ allowed values:
   any optical survey, narrow enough to catch wrong units and placeholders).
 - A **non-finite condition means "not measured"**: the epoch is kept but not
   used, exactly like an epoch beyond the seeing cut, by the batch classifier
-  (:func:`rcnnlib.preprocess.quality_mask`) and by the stream alike.
+  (:func:`rcnnlib.rcnn.preprocess.quality_mask`) and by the stream alike.
   Surveys, which drive the simulator, need every value (they refuse non-finite ones).
 """
 

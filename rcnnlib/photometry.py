@@ -26,7 +26,7 @@ import pandas as pd
 from rcnnlib.dataset import STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.psf import moffat_psf, psf_shape_model
-from rcnnlib.survey import preset_camera
+from rcnnlib.sim.survey import preset_camera
 
 _HITS_CAMERA = preset_camera("hits2015")  # the typical DECam CCD of data/surveys/hits2015.yaml
 DECAM_PIXEL_SCALE = _HITS_CAMERA.pixel_scale  # arcsec / pixel
@@ -376,14 +376,14 @@ def kron_comparison(ds: SequenceDataset, hits_dir: Path | str, **kwargs: float) 
 
     Reads ``real_obs/real_stamps/{RRLyrae,EB}/lightcurves/*.dat`` (coordinates
     zero-padded to 4 digits) for every RRL and EB sequence of ``ds`` (as loaded
-    by :func:`rcnnlib.hits.load_hits`); epochs are matched by nearest MJD within
+    by :func:`rcnnlib.hits.loader.load_hits`); epochs are matched by nearest MJD within
     :data:`KRON_MATCH_DAYS`. Columns: ``id``, ``class``, ``mjd``, ``seeing``,
     ``mag_psf``, ``err_psf``, ``mag_kron``, ``err_kron``, ``offset`` (the object's
     median PSF - Kron) and ``dmag`` (PSF - Kron - offset). Zero-point
     conventions may differ by a constant per object; the per-epoch agreement is
     what validates the photometry.
     """
-    from rcnnlib.hits import STAR_FOLDERS
+    from rcnnlib.hits.loader import STAR_FOLDERS
 
     root = Path(hits_dir)
     phot = psf_photometry(ds, **kwargs)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rcnnlib.dataset import SequenceDataset
-from rcnnlib.hits import load_hits
+from rcnnlib.hits.loader import load_hits
 from rcnnlib.paths import hits_dir
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.model import pretrained_dir
+from rcnnlib.rcnn.model import pretrained_dir
 
 pytestmark = pytest.mark.xdist_group("tensorflow")
 
@@ -101,7 +101,7 @@ def with_condition(name: str, value: float, epoch: int = 4, seed: int = 0) -> di
 
 @pytest.fixture(scope="module")
 def shipped():
-    from rcnnlib.model import load_model
+    from rcnnlib.rcnn.model import load_model
 
     return load_model()
 
@@ -226,7 +226,7 @@ def _bad_user_file(case: str, tmp_path: Path) -> Path:
     ],
 )
 def test_read_sequences_refuses_naming_the_file(case, needle, tmp_path):
-    from rcnnlib.classify import read_sequences
+    from rcnnlib.rcnn.classify import read_sequences
 
     path = _bad_user_file(case, tmp_path)
     with pytest.raises(InputError) as info:
@@ -304,7 +304,7 @@ def test_classify_refuses_a_card_that_disagrees_with_its_weights(tmp_path):
 
 
 def test_load_model_names_every_disagreement(tmp_path):
-    from rcnnlib.model import load_model
+    from rcnnlib.rcnn.model import load_model
 
     edits = {
         "lstm": lambda c: c.update(lstm_units=32),
@@ -473,7 +473,7 @@ BAD_SURVEYS = {  # case: (yaml, csv or None for the default, words of the messag
 
 @pytest.mark.parametrize("case", sorted(BAD_SURVEYS))
 def test_survey_yaml_refusals_name_the_file_and_field(case, tmp_path):
-    from rcnnlib.survey import Survey
+    from rcnnlib.sim.survey import Survey
 
     text, csv, needle, named = BAD_SURVEYS[case]
     folder = tmp_path / case
@@ -505,9 +505,9 @@ def _batch_and_stream(model, config, ds: SequenceDataset) -> list[tuple[np.ndarr
     """Per sequence: the batch probabilities at each valid step and the stream's after each step."""
     from dataclasses import replace
 
-    from rcnnlib.model import predict_proba
-    from rcnnlib.preprocess import prepare
-    from rcnnlib.stream import StreamingClassifier
+    from rcnnlib.rcnn.model import predict_proba
+    from rcnnlib.rcnn.preprocess import prepare
+    from rcnnlib.rcnn.stream import StreamingClassifier
 
     inputs = prepare(ds, replace(config.preprocess, align_on_detection=False))  # a stream starts at its start
     batch = predict_proba(model, inputs.x, inputs.step_mask)
@@ -539,7 +539,7 @@ ODD_EPOCHS = {  # name: (condition, value, epochs)
 
 
 def test_stream_and_batch_agree_on_odd_sequences(shipped, tmp_path):
-    from rcnnlib.classify import read_sequences
+    from rcnnlib.rcnn.classify import read_sequences
 
     model, config, _ = shipped
     arrays = []
@@ -565,8 +565,8 @@ def test_stream_and_batch_agree_on_odd_sequences(shipped, tmp_path):
     [("exp_time", 0.0), ("zero_point", 1e6), ("seeing", 25.0), ("sky", -5.0), ("airmass", 0.5)],
 )
 def test_stream_and_batch_refuse_the_same_epoch(name, value, shipped, tmp_path):
-    from rcnnlib.classify import read_sequences
-    from rcnnlib.stream import StreamingClassifier
+    from rcnnlib.rcnn.classify import read_sequences
+    from rcnnlib.rcnn.stream import StreamingClassifier
 
     model, config, _ = shipped
     a = with_condition(name, value, epoch=5)
@@ -585,7 +585,7 @@ def test_stream_and_batch_refuse_the_same_epoch(name, value, shipped, tmp_path):
 
 
 def test_stream_refuses_a_nan_mjd_and_keeps_checking_time_order(shipped):
-    from rcnnlib.stream import StreamingClassifier
+    from rcnnlib.rcnn.stream import StreamingClassifier
 
     model, config, _ = shipped
     a = sequence_arrays()

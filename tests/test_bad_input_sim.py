@@ -23,7 +23,7 @@ import pytest
 
 from rcnnlib.errors import InputError
 from rcnnlib.shards import ShardedDataset
-from rcnnlib.simulate import simulate_to_disk
+from rcnnlib.sim.simulate import simulate_to_disk
 
 
 def rcnnlib(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

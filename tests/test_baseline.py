@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import check_estimator
 
-from rcnnlib import baseline
-from rcnnlib.baseline import LightCurveForest, evaluate_forest, tune_forest
 from rcnnlib.cli import main
-from rcnnlib.hits import load_hits
+from rcnnlib.forest import baseline
+from rcnnlib.forest.baseline import LightCurveForest, evaluate_forest, tune_forest
+from rcnnlib.hits.loader import load_hits
 from rcnnlib.protocol import few_shot_draws
 
 

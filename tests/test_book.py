@@ -28,9 +28,10 @@ from typing import Any
 
 import pytest
 
-from rcnnlib import bookcheck, runner
-from rcnnlib.bookpdf import chromium_path as library_chromium_path
-from rcnnlib.bookpdf import debian_tool as library_debian_tool
+from rcnnlib.book import checks as bookcheck
+from rcnnlib.book import runner
+from rcnnlib.book.pdf import chromium_path as library_chromium_path
+from rcnnlib.book.pdf import debian_tool as library_debian_tool
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
@@ -243,7 +244,7 @@ def test_pdf_holds_every_chapter_and_the_recall_figures(book: dict[str, Any]):
 
 # ------------------------------------------------------------------ browser
 def chromium_path() -> str:
-    """Debian's chromium (see :func:`rcnnlib.bookpdf.chromium_path`); the test fails when it cannot be had."""
+    """Debian's chromium (:func:`rcnnlib.book.pdf.chromium_path`); the test fails when it cannot be had."""
     from rcnnlib.errors import InputError
 
     try:

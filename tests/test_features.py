@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.pipeline import make_pipeline
 
-from rcnnlib.baseline import LightCurveForest
-from rcnnlib.features import (
+from rcnnlib.forest.baseline import LightCurveForest
+from rcnnlib.forest.features import (
     MIN_EPOCHS,
     SOFTENING_UJY,
     LightCurveFeatures,

@@ -1,4 +1,4 @@
-"""``rcnnlib.fetch``: download, verify, resume and fail safely, against a loopback HTTP server.
+"""``rcnnlib.hits.fetch``: download, verify, resume and fail safely, against a loopback HTTP server.
 
 The server serves a temporary copy of a few real HiTS files; the manifest is the
 packaged one restricted to those files, so the checksums under test are the real ones.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from rcnnlib import fetch
 from rcnnlib.errors import InputError
-from rcnnlib.fetch import FetchError, ManifestEntry, fetch_hits, read_manifest
+from rcnnlib.hits import fetch
+from rcnnlib.hits.fetch import FetchError, ManifestEntry, fetch_hits, read_manifest
 from rcnnlib.paths import REPO_ROOT, hits_dir
 
 SUBSET = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rcnnlib import figures
+from rcnnlib.book import figures
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 
 

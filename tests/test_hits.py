@@ -15,7 +15,7 @@ import pytest
 from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.hits import (
+from rcnnlib.hits.loader import (
     JOIN_TOLERANCE_DAYS,
     border_sky,
     hits_epoch_stats,
@@ -23,7 +23,7 @@ from rcnnlib.hits import (
     match_epochs,
     read_field_records,
 )
-from rcnnlib.safe_pickle import load_pickled_dict
+from rcnnlib.hits.safe_pickle import load_pickled_dict
 
 STAMPS = Path("real_obs/real_stamps")
 INFO = Path("real_obs/Blind15A_info")

@@ -1,4 +1,4 @@
-"""Tests of the PSF model and the stamp renderer (rcnnlib.psf, rcnnlib.images)."""
+"""Tests of the PSF model and the stamp renderer (rcnnlib.psf, rcnnlib.sim.images)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rcnnlib import images
-from rcnnlib.images import host_images, render_stamps, standard_normal_f32
 from rcnnlib.psf import fit_moffat, measure_fwhm, moffat_psf, psf_shape_model, star_share
+from rcnnlib.sim import images
+from rcnnlib.sim.images import host_images, render_stamps, standard_normal_f32
 
 PIXEL_SCALE = 0.27
 GAIN, READ_NOISE, SATURATION = 4.1, 6.1, 40000.0
@@ -191,8 +191,8 @@ def test_padding_epochs_render_as_zeros() -> None:
 
 # ----------------------------------------------------- registration and epoch offsets
 def test_registration_resample_moves_light_and_correlates_noise():
-    from rcnnlib.images import registration_resample
     from rcnnlib.psf import moffat_psf
+    from rcnnlib.sim.images import registration_resample
 
     one = np.ones(1)
     star = moffat_psf(one * 4.0, one * 3.5, one * 0.0, one * 0.0, one * 0.0, one * 0.0) * 1e4
@@ -214,7 +214,7 @@ def test_registration_resample_moves_light_and_correlates_noise():
 
 
 def test_epoch_offsets_are_shared_seeded_and_grow_with_seeing():
-    from rcnnlib.images import epoch_mag_offsets
+    from rcnnlib.sim.images import epoch_mag_offsets
 
     seeing = np.repeat([1.0, 1.9], 2000)
     a = epoch_mag_offsets(seeing, np.random.default_rng(3))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rcnnlib.classes import CLASS_NAMES
-from rcnnlib.lightcurves import (
+from rcnnlib.sim.lightcurves import (
     LightCurves,
     faint_bound,
     photometric_sigma,
@@ -63,7 +63,7 @@ def test_rrl_periods_mix_amplitudes_and_scatter(monkeypatch: pytest.MonkeyPatch)
     assert p["scatter"].min() >= 0.011
     assert 0.2 < np.median(p["scatter"]) < 0.32  # real HiTS RR Lyrae median 0.26
     # noiseless shape on a dense grid: peak-to-peak equals the drawn amplitude, RRab rise is fast
-    import rcnnlib.lightcurves as lcmod
+    import rcnnlib.sim.lightcurves as lcmod
 
     monkeypatch.setattr(lcmod, "_rrl_scatter", lambda n, rng: np.zeros(n))
     n = 300
@@ -179,7 +179,7 @@ def test_sn_ia_peak_absolute_magnitude_and_shape() -> None:
     assert abs(np.median(p["abs_peak_mag"][~ia]) + 16.8) < 0.15
     np.testing.assert_allclose(p["peak_mag"], p["abs_peak_mag"] + p["distance_modulus"])
     # Ia template: ~18 d rest-frame rise, ~1.1 mag decline in the 15 d after peak
-    from rcnnlib.lightcurves import _sn_ia_flux
+    from rcnnlib.sim.lightcurves import _sn_ia_flux
 
     tau = np.linspace(0, 80, 8001)
     mag = -2.5 * np.log10(np.maximum(_sn_ia_flux(tau), 1e-30))

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 import yaml
 
-from rcnnlib import runner
+from rcnnlib.book import runner
 
 REPO = Path(__file__).resolve().parents[1]
 TOC_NOTEBOOKS = runner.toc_notebooks(REPO)
@@ -185,7 +185,7 @@ def test_citations_resolve_and_citation_file_is_valid():
 def test_book_figures_use_the_colour_blind_safe_palette():
     import matplotlib as mpl
 
-    from rcnnlib import figures
+    from rcnnlib.book import figures
 
     mpl.rcdefaults()
     figures.use_book_style()

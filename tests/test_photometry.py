@@ -9,7 +9,7 @@ from scipy.special import erf
 
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.hits import load_hits
+from rcnnlib.hits.loader import load_hits
 from rcnnlib.photometry import (
     aperture_photometry,
     aperture_weights,

@@ -10,7 +10,7 @@ from conftest import first_per_class
 
 from rcnnlib.classes import label_of
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
-from rcnnlib.preprocess import (
+from rcnnlib.rcnn.preprocess import (
     Augmentation,
     PreprocessConfig,
     calibrate,
@@ -19,8 +19,8 @@ from rcnnlib.preprocess import (
     matching_sigma,
     prepare,
 )
-from rcnnlib.simulate import plan_shards, simulate_shard
-from rcnnlib.survey import Survey
+from rcnnlib.sim.simulate import plan_shards, simulate_shard
+from rcnnlib.sim.survey import Survey
 
 SEEING = CONDITION_NAMES.index("seeing")
 
@@ -240,7 +240,7 @@ def test_relative_change_is_the_same_for_faint_and_bright_stars():
 
 
 def test_model_cards_from_before_psf_matching_keep_their_preprocessing():
-    from rcnnlib.model import ModelConfig
+    from rcnnlib.rcnn.model import ModelConfig
 
     old = ModelConfig().to_dict()
     for key in ("psf_match_seeing", "difference_channels", "relative_floor", "relative_scale"):

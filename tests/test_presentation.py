@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rcnnlib import bookcheck, runner
-from rcnnlib.forest_figures import KronAgreement, plot_feature_distributions, plot_feature_importance
-from rcnnlib.tables import MISSING, paper_table, readable_columns, recall_table
+from rcnnlib.book import checks as bookcheck
+from rcnnlib.book import runner
+from rcnnlib.book.forest_figures import KronAgreement, plot_feature_distributions, plot_feature_importance
+from rcnnlib.book.tables import MISSING, paper_table, readable_columns, recall_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,8 @@ def test_a_figure_drawn_without_pyplot_is_an_image_in_the_executed_notebook(tmp_
     """The cause of chapters 3 and 4 showing ``<Figure size ...>``: no pyplot, no inline backend."""
     executed = run_cells(
         tmp_path,
-        "from rcnnlib.figures import new_figure\nfig = new_figure(2, 2)\nfig.subplots().plot([1, 2])\nfig",
+        "from rcnnlib.book.figures import new_figure\n"
+        "fig = new_figure(2, 2)\nfig.subplots().plot([1, 2])\nfig",
         "import sys\n'matplotlib.pyplot' in sys.modules",
     )
     found = bookcheck.notebook_figures(executed)

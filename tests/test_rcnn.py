@@ -14,7 +14,8 @@ from conftest import first_per_class
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.model import (
+from rcnnlib.protocol import few_shot_draws
+from rcnnlib.rcnn.model import (
     ModelConfig,
     blend_proba,
     build_model,
@@ -24,10 +25,9 @@ from rcnnlib.model import (
     pretrained_dir,
     save_model,
 )
-from rcnnlib.preprocess import PreprocessConfig, prepare
-from rcnnlib.protocol import few_shot_draws
-from rcnnlib.stream import StreamingClassifier
-from rcnnlib.train import FineTuneConfig
+from rcnnlib.rcnn.preprocess import PreprocessConfig, prepare
+from rcnnlib.rcnn.stream import StreamingClassifier
+from rcnnlib.rcnn.train import FineTuneConfig
 
 pytestmark = pytest.mark.xdist_group("tensorflow")  # one process builds TF graphs; the other runs the rest
 
@@ -170,7 +170,7 @@ def test_fine_tuning_draws_are_disjoint_from_test_sets(real):
 
 
 def test_evaluate_protocol_schema(real, tiny_model_dir):
-    from rcnnlib.evaluate import evaluate_on_real, recall_table
+    from rcnnlib.rcnn.evaluate import evaluate_on_real, recall_table
 
     result = evaluate_on_real(
         real,
@@ -218,7 +218,7 @@ def test_blend_keeps_what_each_model_is_sure_of():
 
 
 def test_fine_tuned_prediction_with_full_base_weight_is_the_base_models(real, tiny_model_dir):
-    from rcnnlib.evaluate import evaluate_on_real
+    from rcnnlib.rcnn.evaluate import evaluate_on_real
 
     result = evaluate_on_real(
         real,
@@ -259,7 +259,7 @@ def test_classify_npz_and_fits_agree(real, tiny_model_dir, tmp_path):
     from astropy.io import fits
     from astropy.table import Table
 
-    from rcnnlib.classify import classify, read_sequences
+    from rcnnlib.rcnn.classify import classify, read_sequences
 
     ds = real.subset([3])
     t = np.flatnonzero(ds.mask[0])
@@ -286,9 +286,9 @@ def test_classify_npz_and_fits_agree(real, tiny_model_dir, tmp_path):
 @pytest.mark.slow
 def test_training_is_repeatable_and_writes_a_card(tmp_path):
     """Two trainings with one seed give identical weights; the card records data, seed and figures."""
-    from rcnnlib.simulate import simulate_to_disk
-    from rcnnlib.survey import Survey
-    from rcnnlib.train import TrainConfig, train
+    from rcnnlib.rcnn.train import TrainConfig, train
+    from rcnnlib.sim.simulate import simulate_to_disk
+    from rcnnlib.sim.survey import Survey
 
     survey = Survey.preset("hits2015")
     sims = simulate_to_disk(survey, tmp_path / "sims", 40, seed=2, fields=survey.fields[:1], progress=False)
@@ -316,7 +316,7 @@ def test_training_is_repeatable_and_writes_a_card(tmp_path):
 
 
 def test_unknown_learning_rate_decay_is_refused():
-    from rcnnlib.train import TrainConfig
+    from rcnnlib.rcnn.train import TrainConfig
 
     with pytest.raises(InputError, match="learning_rate_decay must be one of"):
         TrainConfig(learning_rate_decay="linear")
@@ -333,10 +333,10 @@ def test_shipped_model_has_a_card():
 
 def test_epoch_yields_exactly_the_announced_batches(tmp_path):
     """Uneven blocks (shards not a multiple of the block size) still give the announced batch count."""
+    from rcnnlib.rcnn.train import TrainConfig, batches_per_epoch, epoch_batches, plan_blocks
     from rcnnlib.shards import open_sequences
-    from rcnnlib.simulate import simulate_to_disk
-    from rcnnlib.survey import Survey
-    from rcnnlib.train import TrainConfig, batches_per_epoch, epoch_batches, plan_blocks
+    from rcnnlib.sim.simulate import simulate_to_disk
+    from rcnnlib.sim.survey import Survey
 
     survey = Survey.preset("hits2015")
     simulate_to_disk(survey, tmp_path / "sims", 13, seed=1, fields=survey.fields[:1], progress=False)

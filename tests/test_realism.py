@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rcnnlib import realism
+from rcnnlib.book.figures import psf_matching_scatter
 from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
-from rcnnlib.figures import psf_matching_scatter
-from rcnnlib.hits import load_hits
-from rcnnlib.preprocess import _SEEING, PreprocessConfig, calibrate, detection_flux, quality_mask
+from rcnnlib.hits.loader import load_hits
 from rcnnlib.psf import moffat_psf
-from rcnnlib.simulate import ShardTask, simulate_shard
-from rcnnlib.survey import Survey
+from rcnnlib.rcnn.preprocess import _SEEING, PreprocessConfig, calibrate, detection_flux, quality_mask
+from rcnnlib.sim import realism
+from rcnnlib.sim.simulate import ShardTask, simulate_shard
+from rcnnlib.sim.survey import Survey
 
 GAIN, READ_NOISE, PIXEL_SCALE = 4.104, 6.12, 0.27
 STARS = ("RRL", "EB", "NV")

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from rcnnlib import runner
+from rcnnlib.book import runner
 from rcnnlib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,9 +384,9 @@ def test_one_run_per_build_folder(cached_book: Path, tmp_path: Path):
 
 
 def test_library_modules_follow_imports_through_the_package():
-    uses = runner.library_modules(["%matplotlib inline\nfrom rcnnlib import figures\nimport numpy"])
-    assert uses is not None and {"rcnnlib.figures", "rcnnlib.survey", "rcnnlib.photometry"} <= uses
-    assert "rcnnlib.simulate" not in uses and "rcnnlib.runner" not in uses
+    uses = runner.library_modules(["%matplotlib inline\nfrom rcnnlib.book import figures\nimport numpy"])
+    assert uses is not None and {"rcnnlib.book.figures", "rcnnlib.sim.survey", "rcnnlib.photometry"} <= uses
+    assert "rcnnlib.sim.simulate" not in uses and "rcnnlib.book.runner" not in uses
     assert runner.library_modules(["import numpy"]) == {"rcnnlib"}
     assert runner.library_modules(["def broken(:"]) is None  # unknown: the caller hashes everything
     # editing a module a stage does not import leaves its fingerprint alone

@@ -12,7 +12,7 @@ import pytest
 from numpy.lib import format as npy_format
 
 from rcnnlib.errors import InputError
-from rcnnlib.safe_pickle import load_pickled_dict, safe_load_npy, safe_loads
+from rcnnlib.hits.safe_pickle import load_pickled_dict, safe_load_npy, safe_loads
 
 STAR = "real_obs/real_stamps/EB/Blind15A_04_S22_648_2287_g_stamp.npy"
 RECORD = "real_obs/Blind15A_info/Blind15A_04_02_g.npy"

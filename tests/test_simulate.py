@@ -11,8 +11,8 @@ import pytest
 from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.errors import InputError
 from rcnnlib.shards import ShardedDataset
-from rcnnlib.simulate import plan_shards, simulate_shard, simulate_to_disk
-from rcnnlib.survey import Survey
+from rcnnlib.sim.simulate import plan_shards, simulate_shard, simulate_to_disk
+from rcnnlib.sim.survey import Survey
 
 FIELDS = ["01", "02"]
 

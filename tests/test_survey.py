@@ -8,7 +8,7 @@ import pytest
 
 from rcnnlib.dataset import CONDITION_NAMES
 from rcnnlib.errors import InputError
-from rcnnlib.survey import PRESETS, Survey
+from rcnnlib.sim.survey import PRESETS, Survey
 
 CAM = "camera: {name: c, pixel_scale: 1, gain: 1, read_noise: 1, saturation: 1}\n"
 

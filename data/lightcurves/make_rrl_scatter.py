@@ -4,7 +4,7 @@ Provenance: ``lightcurve_sampling/lc_data/RRLYR_HiTS_std.csv`` of
 github.com/rodrigcd/HiTS_simulations at commit 275198b (MIT): the standard
 deviation (g mag) of the light curves of real HiTS 2015 RR Lyrae. The authors
 sampled the extra scatter of simulated RR Lyrae from a Gaussian KDE of these
-values (Silverman bandwidth), clipped below at 0.011 mag; ``rcnnlib.lightcurves``
+values (Silverman bandwidth), clipped below at 0.011 mag; ``rcnnlib.sim.lightcurves``
 does the same from this committed copy, so the package needs no real data.
 Usage: ``python data/lightcurves/make_rrl_scatter.py [HITS_DIR]``.
 """

@@ -1,7 +1,7 @@
 """Derive ``hits_epoch_offsets.csv``: per-field-epoch magnitude offsets of real HiTS stars vs seeing.
 
 Provenance: the non-variable stars ``real_obs/real_stamps/real_constants`` of
-github.com/rodrigcd/HiTS_simulations @275198b (MIT), loaded by :func:`rcnnlib.hits.load_hits`
+github.com/rodrigcd/HiTS_simulations @275198b (MIT), loaded by :func:`rcnnlib.hits.loader.load_hits`
 with the paper's seeing cut (< 2 arcsec). Measurement (identical for real and simulated
 stars): aperture photometry of :mod:`rcnnlib.photometry` (radius 2 x seeing, sky = the
 epoch's ``sky`` condition); stars with >= 10 epochs at S/N > 30; each star's magnitudes
@@ -15,7 +15,7 @@ real-minus-simulated median offset (``offset``) and the extra scatter
 offsets measured on NV sequences simulated in the same fields *without* this table.
 A 1 x seeing aperture shows a smaller scatter at bad seeing than the 2 x seeing one,
 so most of the extra loss is light in a wide halo beyond the core (plus some
-transparency / zero-point error); see :func:`rcnnlib.images.epoch_mag_offsets`.
+transparency / zero-point error); see :func:`rcnnlib.sim.images.epoch_mag_offsets`.
 
 Usage: ``python data/psf/make_epoch_offsets.py [HITS_DIR]``.
 """
@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import rcnnlib.images
-from rcnnlib import realism
+import rcnnlib.sim.images
 from rcnnlib.dataset import SequenceDataset
-from rcnnlib.hits import load_hits
+from rcnnlib.hits.loader import load_hits
 from rcnnlib.paths import hits_dir
 from rcnnlib.photometry import aperture_photometry, flux_to_mag
-from rcnnlib.simulate import ShardTask, simulate_shard
-from rcnnlib.survey import Survey
+from rcnnlib.sim import realism
+from rcnnlib.sim.simulate import ShardTask, simulate_shard
+from rcnnlib.sim.survey import Survey
 
 HERE = Path(__file__).resolve().parent
 BINS = np.array([0.9, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0])
@@ -74,7 +74,7 @@ def main(root: Path) -> None:
     real = realism.seeing_cut(load_hits(root, classes=("NV",)))
     r = epoch_offsets(real, np.array([i.split("_")[0] for i in real.ids]))
     survey = Survey.preset("hits2015")
-    rcnnlib.images.EPOCH_OFFSET_TABLE = HERE / "missing.csv"  # the simulator without this table
+    rcnnlib.sim.images.EPOCH_OFFSET_TABLE = HERE / "missing.csv"  # the simulator without this table
     fields = sorted(set(r["field"]))
     parts = [simulate_shard(survey, ShardTask(i, f, "NV", 0, 300), seed=7) for i, f in enumerate(fields)]
     sim = SequenceDataset.concatenate(parts)

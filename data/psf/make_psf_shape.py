@@ -25,7 +25,7 @@ import pandas as pd
 
 from rcnnlib.paths import hits_dir
 from rcnnlib.psf import fit_moffat, moffat_alpha2
-from rcnnlib.survey import preset_camera
+from rcnnlib.sim.survey import preset_camera
 
 HERE = Path(__file__).resolve().parent
 PIXEL_SCALE = preset_camera("hits2015").pixel_scale
@@ -107,7 +107,7 @@ def main(root: Path) -> None:
         "# of github.com/rodrigcd/HiTS_simulations @275198b (MIT); seeing (arcsec) joined from\n"
         f"# data/surveys/hits2015.csv. {keep.sum()} of {len(keep)} star-epochs kept. fwhm_px: fitted,\n"
         f"# pixels of {PIXEL_SCALE} arcsec. fwhm_ratio, beta, ellipticity: Moffat before pixel\n"
-        "# integration (what rcnnlib.images draws from).\n"
+        "# integration (what rcnnlib.sim.images draws from).\n"
     )
     out.write_text(header + table.to_csv(index=False))
     n_stars = stamps.groupby(["field", "ccd", "x", "y"]).ngroups

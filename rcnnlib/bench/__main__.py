@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rcnnlib.simulate import simulate_to_disk
-from rcnnlib.survey import Survey
+from rcnnlib.sim.simulate import simulate_to_disk
+from rcnnlib.sim.survey import Survey
 
 
 def peak_rss_mb() -> tuple[float, float]:
@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out-dir", type=Path, default=None, help="where temporary output goes (needs ~20 GB for --paper)"
     )
     p.set_defaults(func=_run_simulate)
-    # Other benchmarks live beside the code they measure: rcnnlib/bench_<name>.py
-    # provides add_parser(sub), which registers a sub-command with set_defaults(func=...).
+    # The other benchmarks: rcnnlib/bench/<name>.py provides add_parser(sub), which registers a
+    # sub-command with set_defaults(func=...).
     for name in EXTRA_BENCHMARKS:
-        if importlib.util.find_spec(f"rcnnlib.bench_{name}") is not None:
-            importlib.import_module(f"rcnnlib.bench_{name}").add_parser(sub)
+        if importlib.util.find_spec(f"rcnnlib.bench.{name}") is not None:
+            importlib.import_module(f"rcnnlib.bench.{name}").add_parser(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -31,13 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     import keras
 
-    from rcnnlib.model import build_model, last_step_proba, load_model, predict_proba
-    from rcnnlib.preprocess import prepare
+    from rcnnlib.rcnn.model import build_model, last_step_proba, load_model, predict_proba
+    from rcnnlib.rcnn.preprocess import prepare
+    from rcnnlib.rcnn.stream import StreamingClassifier
+    from rcnnlib.rcnn.train import TrainConfig, _tf_dataset, plan_blocks
     from rcnnlib.shards import open_sequences
-    from rcnnlib.simulate import simulate_to_disk
-    from rcnnlib.stream import StreamingClassifier
-    from rcnnlib.survey import Survey
-    from rcnnlib.train import TrainConfig, _tf_dataset, plan_blocks
+    from rcnnlib.sim.simulate import simulate_to_disk
+    from rcnnlib.sim.survey import Survey
 
     model, config, _ = load_model(args.model)
     survey = Survey.preset("hits2015")

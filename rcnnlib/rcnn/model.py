@@ -6,7 +6,7 @@ sequence and a softmax gives class probabilities at every step, so the same
 network classifies early (after a few epochs) and late. Masked steps (after the
 end of a sequence) are skipped by the LSTM and carry no loss.
 
-The layers are named, so :func:`rcnnlib.stream.step_function` can rebuild the same network
+The layers are named, so :func:`rcnnlib.rcnn.stream.step_function` can rebuild the same network
 one step at a time for the streaming classifier without copying weights.
 """
 
@@ -25,7 +25,7 @@ from keras import layers
 from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.dataset import STAMP_SIZE, atomic_path
 from rcnnlib.errors import InputError
-from rcnnlib.preprocess import PreprocessConfig
+from rcnnlib.rcnn.preprocess import PreprocessConfig
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"

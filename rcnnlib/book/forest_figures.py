@@ -2,7 +2,7 @@
 
 They lived as cells of chapter 5; here they are tested, and the chapter reads as
 narrative, figures and tables. Every function returns a Figure drawn without
-pyplot (see :mod:`rcnnlib.figures`) or a typed summary.
+pyplot (see :mod:`rcnnlib.book.figures`) or a typed summary.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rcnnlib.figures import REAL_COLOR, SIM_COLOR, new_figure
+from rcnnlib.book.figures import REAL_COLOR, SIM_COLOR, new_figure
 
 SHOWN_FEATURES: tuple[str, ...] = (
     "mag_weighted_mean",

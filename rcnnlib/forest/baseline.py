@@ -1,7 +1,7 @@
 """The paper's light-curve baseline: a random forest on features of PSF-photometry light curves.
 
 Pipeline: image sequences -> :func:`rcnnlib.photometry.psf_light_curve` ->
-:func:`rcnnlib.features.extract_features` -> :class:`LightCurveForest`, the same
+:func:`rcnnlib.forest.features.extract_features` -> :class:`LightCurveForest`, the same
 code for simulated and real sequences. The forest is tuned by grid search
 (:func:`tune_forest`, scored by balanced accuracy, i.e. macro recall, the
 paper's figure) on simulated light curves simulated in-process
@@ -42,10 +42,10 @@ from tqdm import tqdm
 from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import SequenceDataset, atomic_path
 from rcnnlib.errors import InputError
-from rcnnlib.features import dataset_features, feature_names
+from rcnnlib.forest.features import dataset_features, feature_names
 from rcnnlib.protocol import few_shot_draws, macro_recall, recall_per_class
-from rcnnlib.simulate import plan_shards, simulate_shard
-from rcnnlib.survey import Survey
+from rcnnlib.sim.simulate import plan_shards, simulate_shard
+from rcnnlib.sim.survey import Survey
 
 DEFAULT_GRID: dict[str, list[Any]] = {
     "max_features": ["sqrt", 0.3],
@@ -174,7 +174,7 @@ def simulate_training_set(
 ) -> SequenceDataset:
     """``n_per_class`` simulated HiTS sequences per class, spread evenly over ``fields`` (default: all).
 
-    Simulates ``ceil(n / fields)`` per class and field with :func:`rcnnlib.simulate.simulate_shard`
+    Simulates ``ceil(n / fields)`` per class and field with :func:`rcnnlib.sim.simulate.simulate_shard`
     (in this process, seeded), then keeps a seeded random ``n_per_class`` of each class.
     """
     if n_per_class < 1:
@@ -214,7 +214,7 @@ def evaluate_forest(
 
     ``params`` are :class:`LightCurveForest` parameters (e.g. a grid search's
     ``best_params_``). Draws come from :func:`few_shot_draws` on ``real_y`` in the
-    order given: pass the labels of :func:`rcnnlib.hits.load_hits` unchanged to
+    order given: pass the labels of :func:`rcnnlib.hits.loader.load_hits` unchanged to
     test on the RCNN's test sets. ``"sim_only"`` is the simulations-only forest
     scored on the same test sets (mean over draws, as ``rcnnlib evaluate`` does);
     beside the JSON keys the result holds ``"sim_only_all"`` (scored on every real
@@ -288,7 +288,7 @@ def run_baseline(
     (on simulations), ``"feature_importances"`` (of the tuned sim-only forest, by name),
     and the feature arrays (``"sim_X"``, ``"sim_y"``, ``"real_X"``) for the book.
     """
-    from rcnnlib.hits import load_hits
+    from rcnnlib.hits.loader import load_hits
 
     if n_sim_per_class < CV_FOLDS:
         raise InputError(

@@ -4,7 +4,7 @@ The batch network re-reads a whole sequence; a broker cannot afford that for
 every alert. :class:`StreamingClassifier` keeps the LSTM's state and the last
 ``epochs_per_step - 1`` calibrated stamps, so each update runs the encoder
 once and the LSTM cell once. It reuses the trained layers (no weight copies)
-and the per-epoch calibration of :mod:`rcnnlib.preprocess`, so after the same
+and the per-epoch calibration of :mod:`rcnnlib.rcnn.preprocess`, so after the same
 epochs it returns what the batch model returns for that sequence prepared
 without detection alignment (``align_on_detection=False``): a stream starts
 where the alerts start.
@@ -20,9 +20,9 @@ import numpy as np
 
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE
 from rcnnlib.errors import InputError
-from rcnnlib.model import ModelConfig, load_model
 from rcnnlib.observations import condition_problem
-from rcnnlib.preprocess import calibrate, match_psf, normalise, reference_level, relative_change
+from rcnnlib.rcnn.model import ModelConfig, load_model
+from rcnnlib.rcnn.preprocess import calibrate, match_psf, normalise, reference_level, relative_change
 
 _SEEING = CONDITION_NAMES.index("seeing")
 

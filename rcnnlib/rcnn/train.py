@@ -28,12 +28,12 @@ import numpy as np
 from rcnnlib.dataset import SequenceDataset, read_rows
 from rcnnlib.errors import InputError
 from rcnnlib.outputs import check_output_folder
-from rcnnlib.preprocess import Augmentation, ModelInput, prepare
+from rcnnlib.rcnn.preprocess import Augmentation, ModelInput, prepare
 from rcnnlib.shards import ShardedDataset, open_sequences
 
 LEARNING_RATE_DECAYS = ("cosine", "none")
 MODEL_FILES = ("model.keras", "card.json")
-"""A model folder's files (``rcnnlib.model.MODEL_FILE``, ``CARD_FILE``; importing those loads Keras)."""
+"""A model folder's files (``rcnnlib.rcnn.model.MODEL_FILE``, ``CARD_FILE``; importing those loads Keras)."""
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def train(
     import keras
     import tensorflow as tf
 
-    from rcnnlib.model import ModelConfig, build_model, compile_model, save_model
+    from rcnnlib.rcnn.model import ModelConfig, build_model, compile_model, save_model
 
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
@@ -317,7 +317,7 @@ def _git_state() -> dict[str, Any]:
     """Commit and dirtiness of the checkout this package runs from; empty outside a git checkout."""
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent
+    from rcnnlib.paths import REPO_ROOT as root
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
@@ -361,7 +361,7 @@ class FineTuneConfig:
     """Fine-tuning on a handful of real sequences: few epochs, a small learning rate, augmentation.
 
     ``base_weight`` is how much the simulation-only model keeps in the fine-tuned
-    prediction (:func:`rcnnlib.model.blend_proba`); 0.5 was chosen on draws of
+    prediction (:func:`rcnnlib.rcnn.model.blend_proba`); 0.5 was chosen on draws of
     seed 1 (0.4-0.7 scored alike there), the reported figures use seed 0.
     """
 
@@ -395,7 +395,7 @@ def fine_tune(
     """
     import keras
 
-    from rcnnlib.model import compile_model
+    from rcnnlib.rcnn.model import compile_model
 
     keras.utils.set_random_seed(seed)
     tuned = keras.models.clone_model(model) if into is None else into

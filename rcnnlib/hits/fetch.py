@@ -2,7 +2,7 @@
 
 Why this module exists: the project's tests read a local copy of the data, but a user
 starts with nothing. The original files live in github.com/rodrigcd/HiTS_simulations;
-``rcnnlib/hits_manifest.sha256`` pins each of them (sha256, size, path) at the commit
+``rcnnlib/hits/hits_manifest.sha256`` pins each of them (sha256, size, path) at the commit
 the reproduction was built against, so a download is checked against exactly those
 bytes rather than whatever the repository holds today. Files are written under a
 ``.partial`` name, resumed with HTTP Range requests after an interruption, verified,

@@ -8,7 +8,7 @@ so far (periodogram included: they are not incremental), and one
 its epochs. Timed on real HiTS sequences with a forest trained on a small
 simulated set (the cost does not depend on what it learned, only on its size),
 single-threaded, as one alert at a time is. The shipped RCNN
-(:class:`rcnnlib.stream.StreamingClassifier`) streams the same sequences in the
+(:class:`rcnnlib.rcnn.stream.StreamingClassifier`) streams the same sequences in the
 same run, so both costs come from one machine at one moment. Prints medians
 and 99th percentiles; asserts nothing.
 """
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from rcnnlib.baseline import N_ESTIMATORS, LightCurveForest, simulate_training_set
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.features import MIN_EPOCHS, dataset_features, extract_features
-from rcnnlib.hits import load_hits
+from rcnnlib.forest.baseline import N_ESTIMATORS, LightCurveForest, simulate_training_set
+from rcnnlib.forest.features import MIN_EPOCHS, dataset_features, extract_features
+from rcnnlib.hits.loader import load_hits
 from rcnnlib.photometry import flux_to_microjansky, local_background, object_centres, psf_weighted_flux
 
 STEPS = ("photometry", "features", "predict")
@@ -77,14 +77,14 @@ def stream_sequence(forest: LightCurveForest, stamps: np.ndarray, mjd: np.ndarra
 
 
 def rcnn_stream_costs(sub: SequenceDataset, repeat: int, model_dir: str | None = None) -> dict[str, Any]:
-    """The RCNN's :class:`rcnnlib.stream.StreamingClassifier` on the same sequences, epoch by epoch.
+    """The RCNN's :class:`rcnnlib.rcnn.stream.StreamingClassifier` on the same sequences, epoch by epoch.
 
     Same statistics as the forest's (median over repeats per object and epoch,
     then median and p99 over epochs), so the two are compared alert for alert.
     Epochs the RCNN skips (seeing cut, first ``epochs_per_step - 1``) are
     counted as the cheap calls they are: every alert gets an ``update``.
     """
-    from rcnnlib.stream import StreamingClassifier
+    from rcnnlib.rcnn.stream import StreamingClassifier
 
     stream = StreamingClassifier(model_dir)
     lengths = sub.mask.sum(axis=1)

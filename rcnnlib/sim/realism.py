@@ -420,7 +420,7 @@ def cadence(ds: SequenceDataset, night_split: float = 0.6) -> pd.DataFrame:
     """Per sequence: number of observed epochs, nights, time span and gaps between epochs (days).
 
     Nights are ``floor(MJD - night_split)`` (a split in daytime for Chile, as in
-    :mod:`rcnnlib.hits`). Gaps are between consecutive observed epochs in time order.
+    :mod:`rcnnlib.hits.loader`). Gaps are between consecutive observed epochs in time order.
     """
     mjd = np.where(ds.mask, ds.mjd, np.nan)
     ordered = np.sort(mjd, axis=1)  # NaNs last

@@ -914,7 +914,7 @@ def run_book(
     ``force`` re-executes the selected stages even when their cache is valid.
     The HTML is built only if every stage is up to date. ``dry_run`` only says
     which stages would run and why (status ``"would run"``), changing nothing.
-    ``pdf`` also prints the whole book to ``<build>/book.pdf`` (:mod:`rcnnlib.bookpdf`).
+    ``pdf`` also prints the whole book to ``<build>/book.pdf`` (:mod:`rcnnlib.book.pdf`).
     """
     started = time.perf_counter()
     source_dir = Path(source_dir or paths.REPO_ROOT).resolve()
@@ -1049,7 +1049,7 @@ def run_book(
             result.html_seconds = time.perf_counter() - start
             say(f"  HTML built in {result.html_seconds:.0f} s")
             if pdf:
-                from rcnnlib.bookpdf import build_pdf
+                from rcnnlib.book.pdf import build_pdf
 
                 start = time.perf_counter()
                 result.pdf = build_pdf(build)

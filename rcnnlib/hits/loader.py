@@ -4,7 +4,7 @@ Layout read (under ``hits_dir``, as in github.com/rodrigcd/HiTS_simulations):
 
 - stars: ``real_obs/real_stamps/{EB,RRLyrae,real_constants}/Blind15A_<field>_<CCD>_<x>_<y>_g_stamp.npy``,
   Python 2 pickles of a dict (``stamp`` (T, 21, 21), ``time`` with ``EPOCH`` and a float32
-  ``MJD``), read with :mod:`rcnnlib.safe_pickle` (never a plain unpickle);
+  ``MJD``), read with :mod:`rcnnlib.hits.safe_pickle` (never a plain unpickle);
 - supernovae: ``real_obs/real_stamps/SNstamps/npy/<name>_stamps.npy`` and ``<name>_MJDs.npy``
   (plain npy, MJDs as byte strings; ``brighter/`` for ``sn_subset="brighter"``), field, CCD
   and pixel from ``SNstamps/SNHiTS.txt``;
@@ -56,8 +56,8 @@ import numpy as np
 from rcnnlib.classes import CLASS_NAMES, REAL_CLASS_NAMES, label_of
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
+from rcnnlib.hits.safe_pickle import load_pickled_dict, safe_load_npy
 from rcnnlib.paths import hits_dir as default_hits_dir
-from rcnnlib.safe_pickle import load_pickled_dict, safe_load_npy
 
 SOURCE = "HiTS 2015 real"
 BAND = "g"

@@ -20,7 +20,7 @@ the fluxes themselves, where "consistent with zero" is meaningful.
 
 Masked epochs (and any epoch without a finite flux or error) are dropped per
 light curve; features that cannot be computed (too few epochs) are NaN, which
-the forest handles natively (:mod:`rcnnlib.baseline`).
+the forest handles natively (:mod:`rcnnlib.forest.baseline`).
 """
 
 from __future__ import annotations

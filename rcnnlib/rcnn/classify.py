@@ -168,8 +168,8 @@ def _to_dataset(arrays: dict[str, np.ndarray], path: Path) -> SequenceDataset:
 
 def classify(ds: SequenceDataset, model: str | Path | None = None) -> list[dict[str, Any]]:
     """Per sequence: its id and, per valid step, the epochs seen, the MJD and the class probabilities."""
-    from rcnnlib.evaluate import predict_sequences
-    from rcnnlib.model import load_model
+    from rcnnlib.rcnn.evaluate import predict_sequences
+    from rcnnlib.rcnn.model import load_model
 
     net, config, _ = load_model(model)
     inputs, proba = predict_sequences(net, config, ds)
@@ -209,7 +209,7 @@ def format_table(results: list[dict[str, Any]], class_names: tuple[str, ...]) ->
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="class probabilities per time step for your own sequences")
-    p.add_argument("input", type=Path, help=".npz, .h5/.hdf5 or .fits (see `rcnnlib.classify`)")
+    p.add_argument("input", type=Path, help=".npz, .h5/.hdf5 or .fits (see `rcnnlib.rcnn.classify`)")
     p.add_argument("--model", type=Path, default=None, help="saved model folder (default: the shipped one)")
     p.add_argument("--json", type=Path, default=None, help="write the probabilities here")
     p.set_defaults(func=_cmd_classify)

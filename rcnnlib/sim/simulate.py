@@ -1,7 +1,7 @@
 """Simulate survey image sequences of the seven classes, sharded, on one machine or a Dask cluster.
 
-Data flow: survey conditions (:mod:`rcnnlib.survey`) -> light curves at the
-field's epochs (:mod:`rcnnlib.lightcurves`) -> images (:mod:`rcnnlib.images`)
+Data flow: survey conditions (:mod:`rcnnlib.sim.survey`) -> light curves at the
+field's epochs (:mod:`rcnnlib.sim.lightcurves`) -> images (:mod:`rcnnlib.sim.images`)
 -> one :class:`~rcnnlib.dataset.SequenceDataset` per shard (:mod:`rcnnlib.shards`).
 
 Work is cut into shards of at most ``shard_size`` sequences of one class in one
@@ -38,8 +38,6 @@ from rcnnlib import __version__
 from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.images import REGISTRATION_FRACTION, epoch_mag_offsets, render_stamps
-from rcnnlib.lightcurves import ALPHA, sample_light_curves
 from rcnnlib.outputs import check_output_folder
 from rcnnlib.shards import (
     ShardedDataset,
@@ -49,7 +47,9 @@ from rcnnlib.shards import (
     sweep_stale_partials,
     write_manifest,
 )
-from rcnnlib.survey import Survey
+from rcnnlib.sim.images import REGISTRATION_FRACTION, epoch_mag_offsets, render_stamps
+from rcnnlib.sim.lightcurves import ALPHA, sample_light_curves
+from rcnnlib.sim.survey import Survey
 
 HOST_FRACTION: dict[str, float] = {
     "SN": 0.5,
@@ -117,10 +117,10 @@ def plan_shards(
 def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float = ALPHA) -> SequenceDataset:
     """All sequences of one task, from their own random stream.
 
-    The per-epoch magnitude offsets (:func:`rcnnlib.images.epoch_mag_offsets`) are
+    The per-epoch magnitude offsets (:func:`rcnnlib.sim.images.epoch_mag_offsets`) are
     shared by every object of a field-epoch, as on real images, so they come from a
     generator keyed by ``(seed, field)`` instead of the task's. A random
-    :data:`~rcnnlib.images.REGISTRATION_FRACTION` of the sequences (every class) is
+    :data:`~rcnnlib.sim.images.REGISTRATION_FRACTION` of the sequences (every class) is
     resampled as if registered to a template grid; which ones is in
     ``metadata["resampled"]``.
     """

@@ -9,7 +9,7 @@ same test sets for the same seed. The simulation-only model is scored on the
 same test sets (mean over draws) and on every real sequence.
 
 The fine-tuned prediction blends the fine-tuned and the simulation-only model
-(:func:`rcnnlib.model.blend_proba`, weight ``FineTuneConfig.base_weight``); the
+(:func:`rcnnlib.rcnn.model.blend_proba`, weight ``FineTuneConfig.base_weight``); the
 fine-tuned network's own scores are reported beside it as ``fine_tuned_alone``.
 """
 
@@ -27,13 +27,13 @@ import numpy as np
 
 from rcnnlib.dataset import SequenceDataset, atomic_path
 from rcnnlib.errors import InputError
-from rcnnlib.preprocess import ModelInput, prepare
 from rcnnlib.protocol import confusion, few_shot_draws, macro_recall, recall_per_class
+from rcnnlib.rcnn.preprocess import ModelInput, prepare
 
 
 def predict_sequences(model: Any, config: Any, ds: SequenceDataset) -> tuple[ModelInput, np.ndarray]:
     """Prepared inputs and per-step probabilities (N, steps, classes) of every sequence."""
-    from rcnnlib.model import predict_proba
+    from rcnnlib.rcnn.model import predict_proba
 
     inputs = prepare(ds, config.preprocess)
     return inputs, predict_proba(model, inputs.x, inputs.step_mask)
@@ -90,8 +90,8 @@ def evaluate_on_real(
     ``model`` is a saved model folder (the shipped pretrained model by default).
     ``finetune_per_class=0`` skips fine-tuning.
     """
-    from rcnnlib.model import blend_proba, last_step_proba, load_model, predict_proba
-    from rcnnlib.train import FineTuneConfig, fine_tune
+    from rcnnlib.rcnn.model import blend_proba, last_step_proba, load_model, predict_proba
+    from rcnnlib.rcnn.train import FineTuneConfig, fine_tune
 
     if finetune_per_class:  # refuses a draw that leaves a class untested before any work
         few_shot_draws(real.labels, finetune_per_class, repeats, seed)
@@ -231,7 +231,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from rcnnlib.hits import load_hits
+    from rcnnlib.hits.loader import load_hits
     from rcnnlib.outputs import check_output_file
 
     if args.finetune_per_class < 0 or args.repeats < 1:
@@ -242,7 +242,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"--base-weight must lie in [0, 1], got {args.base_weight}")
     if args.json is not None:
         check_output_file(args.json)  # before the minutes of fine-tuning, not after
-    from rcnnlib.train import FineTuneConfig
+    from rcnnlib.rcnn.train import FineTuneConfig
 
     real = load_hits(args.hits_dir, progress=sys.stderr.isatty())
     result = evaluate_on_real(

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from rcnnlib.dataset import STAMP_SIZE, SequenceDataset
 from rcnnlib.photometry import light_curve
-from rcnnlib.survey import Survey
+from rcnnlib.sim.survey import Survey
 
 CONDITION_LABELS: dict[str, str] = {
     "seeing": "seeing FWHM [arcsec]",
@@ -699,11 +699,11 @@ def psf_matching_scatter(ds: SequenceDataset, config) -> dict[str, np.ndarray]:
     """Per sequence and epoch, the calibrated centre pixel over its median, unmatched and PSF-matched.
 
     Centre pixel = the central pixel of the calibrated stamp (before the asinh stretch), so the
-    figure reads in flux; ``config`` is a :class:`~rcnnlib.preprocess.PreprocessConfig`.
+    figure reads in flux; ``config`` is a :class:`~rcnnlib.rcnn.preprocess.PreprocessConfig`.
     """
     from dataclasses import replace
 
-    from rcnnlib.preprocess import _SEEING, calibrate, match_psf, quality_mask
+    from rcnnlib.rcnn.preprocess import _SEEING, calibrate, match_psf, quality_mask
 
     good = quality_mask(ds, config)
     flux, _ = calibrate(ds.stamps, ds.conditions, config)
