@@ -318,6 +318,7 @@ def _git_state() -> dict[str, Any]:
     import subprocess
 
     from rcnnlib.paths import REPO_ROOT as root
+
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
