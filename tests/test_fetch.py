@@ -436,11 +436,10 @@ def test_cli_corrupted_file_exits_2_with_one_line(server: _Server, served: Path,
 def test_add_cli_in_process(
     server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The sub-command on its own parser, independent of the other command modules."""
-    import argparse
+    """The sub-command in process, through the one parser of the command line."""
+    from rcnnlib.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="rcnnlib")
-    fetch.add_cli(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RCNNLIB_HITS_URL", server.url)
     args = parser.parse_args(

@@ -256,22 +256,27 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_json_on_real_folder(hits_root: Path) -> None:
-    result = _cli("--json", "--hits-dir", hits_root)
+def test_cli_json_on_real_folder(hits_root: Path, tmp_path: Path) -> None:
+    result = _cli("--json", tmp_path / "stats.json", "--hits-dir", hits_root)
     assert result.returncode == 0, result.stderr
-    stats = json.loads(result.stdout)  # exactly one JSON document
+    stats = json.loads((tmp_path / "stats.json").read_text())  # exactly one JSON document
     assert stats["counts"] == {"SN": 46, "RRL": 54, "EB": 32, "NV": 232}
     assert stats["n_estimated_epochs"] > 0 and stats["source"] == "HiTS 2015 real"
     table = _cli("--hits-dir", hits_root)
     assert table.returncode == 0 and "NV" in table.stdout and "232" in table.stdout
 
 
-def test_mini_folder_loads(mini_hits: Path) -> None:
+def test_mini_folder_loads(mini_hits: Path, tmp_path: Path) -> None:
     ds = load_hits(mini_hits)
     assert ds.class_counts() == {"SN": 1, "RRL": 1, "EB": 1, "NV": 1}
-    result = _cli("--json", "--hits-dir", mini_hits)
+    result = _cli("--json", tmp_path / "stats.json", "--hits-dir", mini_hits)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["counts"] == {"SN": 1, "RRL": 1, "EB": 1, "NV": 1}
+    assert json.loads((tmp_path / "stats.json").read_text())["counts"] == {
+        "SN": 1,
+        "RRL": 1,
+        "EB": 1,
+        "NV": 1,
+    }
 
 
 def _truncate(path: Path) -> None:
@@ -342,7 +347,7 @@ def test_missing_folders_exit_2(mini_hits: Path, what: str) -> None:
         target = mini_hits / INFO
         shutil.rmtree(target)
     root = target if what == "missing root" else mini_hits
-    result = _cli("--json", "--hits-dir", root)
+    result = _cli("--hits-dir", root)
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(target) in lines[0] and "Traceback" not in result.stderr

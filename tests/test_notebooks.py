@@ -135,11 +135,10 @@ COMMANDS = book_commands()
 )
 def test_documented_commands_name_real_chapters_and_parameters(where: str, command: str):
     """Every ``rcnnlib book`` command in the book and README parses and names declared parameters."""
-    parser_args = shlex.split(command)[1:]
-    import argparse
+    parser_args = shlex.split(command)[1:]  # from `book ...`
+    from rcnnlib.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    runner.add_cli(parser.add_subparsers())
+    parser = build_parser()
     placeholders = {"KEY", "VALUE", "NAME", "STAGE", "CHAPTER", "NOTEBOOK", "STAGE.KEY", "CHAPTER.KEY"}
     args = parser.parse_args(parser_args)
     for stage in args.only or []:

@@ -68,7 +68,6 @@ from the cache, wall times, parameters.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
 import copy
@@ -1197,70 +1196,3 @@ def parameter_table(source_dir: str | Path | None = None) -> list[dict[str, Any]
             row["meaning"] = info.get("help") or ""
             rows.append(row)
     return rows
-
-
-# --------------------------------------------------------------------- CLI
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register ``rcnnlib book``."""
-    parser = sub.add_parser(
-        "book",
-        help="execute the notebooks with a parameter profile (cached) and build the HTML book",
-        description="Execute the stage notebooks with a parameter profile, re-running only stages whose "
-        "parameters, code or data changed, then build the HTML book.",
-    )
-    parser.add_argument("--profile", default="default", help="params/<NAME>.yaml: ci, default or paper")
-    parser.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        metavar=("KEY", "VALUE"),
-        default=[],
-        help="override a parameter (KEY or NOTEBOOK.KEY); VALUE is read as YAML (3, 0.5, true, null)",
-    )
-    parser.add_argument("--build-dir", type=Path, help="output folder (default build/<profile>)")
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        metavar="NOTEBOOK",
-        help="bring only these notebooks up to date (and the earlier ones they read, if out of date)",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="re-execute the selected notebooks even if cached"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="only say which notebooks would run, and why; change nothing"
-    )
-    parser.add_argument("--no-html", action="store_true", help="execute the notebooks but skip jupyter-book")
-    parser.add_argument(
-        "--pdf",
-        action="store_true",
-        help="also print the whole book to <build-dir>/book.pdf (headless Chromium)",
-    )
-    parser.set_defaults(func=_cmd_book)
-
-
-def _cmd_book(args: argparse.Namespace) -> int:
-    result = run_book(
-        profile=args.profile,
-        overrides=parse_overrides(args.param),
-        build_dir=args.build_dir,
-        only=args.only,
-        html=not args.no_html,
-        force=args.force,
-        dry_run=args.dry_run,
-        pdf=args.pdf and not args.no_html,
-    )
-    if args.dry_run:
-        would = [s.stage for s in result.stages if s.status == "would run"]
-        print(f"would run {', '.join(would) or 'nothing'}; nothing was executed")
-        return 0
-    ran = ", ".join(result.executed) or "nothing"
-    print(f"executed {ran}; {len(result.cached)} stage(s) from the cache; {result.seconds:.0f} s in all")
-    if result.html:
-        print(f"book: {result.html / 'index.html'}")
-    if result.pdf:
-        print(f"pdf: {result.pdf}")
-    else:
-        print(f"executed notebooks in {result.build_dir / 'book'} (no HTML)")
-    return 0

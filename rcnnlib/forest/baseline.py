@@ -23,8 +23,6 @@ ones, which removes those confusions.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -40,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
 from rcnnlib.classes import CLASS_NAMES, label_of
-from rcnnlib.dataset import SequenceDataset, atomic_path
+from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.forest.features import dataset_features, feature_names
 from rcnnlib.protocol import few_shot_draws, macro_recall, recall_per_class
@@ -341,65 +339,6 @@ def run_baseline(
 
 
 # --------------------------------------------------------------------------- CLI
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "baseline",
-        help="light-curve random forest: recall on real HiTS, sim-only and augmented",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--hits-dir",
-        type=Path,
-        default=None,
-        help="real HiTS folder; None: $RCNNLIB_HITS_DIR, else ../shared/hits",
-    )
-    p.add_argument("--augment-per-class", type=int, default=10, help="real sequences per class added")
-    p.add_argument("--repeats", type=int, default=10, help="random draws of the augmented protocol")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-sim-per-class", type=int, default=1000, help="simulated training sequences per class")
-    p.add_argument("--fields", nargs="+", default=None, help="simulate these fields only (default: all)")
-    p.add_argument("--n-estimators", type=int, default=N_ESTIMATORS, help="trees per forest")
-    p.add_argument(
-        "--train-classes",
-        nargs="+",
-        default=list(CLASS_NAMES),
-        metavar="CLASS",
-        help="simulated classes to train on (default: all seven, like the RCNN)",
-    )
-    p.add_argument("--json", type=Path, default=None, help="write the recalls here (atomically)")
-    p.set_defaults(func=_cli_baseline)
-
-
-def _cli_baseline(args: argparse.Namespace) -> int:
-    from rcnnlib.outputs import check_output_file
-
-    if args.repeats < 1:
-        raise InputError(f"--repeats must be a positive integer, got {args.repeats}")
-    if args.augment_per_class < 0:
-        raise InputError(f"--augment-per-class must be >= 0, got {args.augment_per_class}")
-    if args.n_estimators < 1:
-        raise InputError(f"--n-estimators must be a positive integer, got {args.n_estimators}")
-    if args.seed < 0:
-        raise InputError(f"--seed must be a whole number >= 0, got {args.seed}")
-    if args.json is not None:
-        check_output_file(args.json)  # before the minutes of simulation and tuning, not after
-    result = run_baseline(
-        args.hits_dir,
-        n_sim_per_class=args.n_sim_per_class,
-        augment_per_class=args.augment_per_class,
-        repeats=args.repeats,
-        seed=args.seed,
-        fields=args.fields,
-        n_estimators=args.n_estimators,
-        train_classes=args.train_classes,
-        progress=True,
-    )
-    print(format_result(result))
-    if args.json is not None:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(json_summary(result), indent=2) + "\n")
-    return 0
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -15,13 +15,11 @@ and plain folders work too, for mirrors and for tests.
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hashlib
 import http.client
 import os
 import re
-import sys
 import threading
 import urllib.error
 import urllib.parse
@@ -588,66 +586,3 @@ def fetch_hits(
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    report = fetch_hits(
-        args.dest,
-        base_url=args.base_url,
-        include=args.include,
-        # A bar on a non-terminal (CI logs, captured stderr) is noise around the one-line error.
-        progress=not args.no_progress and sys.stderr.isatty(),
-        retries=args.retries,
-        workers=args.workers,
-    )
-    print(report.summary())
-    print(f"Point {DIR_ENV} to it: export {DIR_ENV}={report.dest.resolve()}")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``rcnnlib fetch-hits``."""
-    parser = subparsers.add_parser(
-        "fetch-hits",
-        help="download the real HiTS files and verify them against the packaged sha256 list",
-        description=(
-            "Download the real HiTS 2015 files of github.com/rodrigcd/HiTS_simulations at commit "
-            f"{HITS_COMMIT[:7]} and verify each one by sha256. Files already present are kept; "
-            "interrupted downloads resume. Afterwards, point RCNNLIB_HITS_DIR to the folder."
-        ),
-    )
-    parser.add_argument(
-        "--dest",
-        type=Path,
-        default=DEFAULT_DEST,
-        metavar="DIR",
-        help="folder to download into (default: data/hits under the current directory)",
-    )
-    parser.add_argument(
-        "--base-url",
-        default=None,
-        metavar="URL",
-        help=f"where the files are: http(s)://, file:// or a folder (default: ${URL_ENV} if set, "
-        f"else {DEFAULT_BASE_URL})",
-    )
-    parser.add_argument(
-        "--include",
-        nargs="+",
-        action="extend",
-        metavar="PATTERN",
-        help="only files whose manifest path starts with PATTERN or matches it as a glob "
-        "(e.g. real_obs/HiTS_tables/ or 'real_obs/real_stamps/*/lightcurves/*'); repeatable",
-    )
-    parser.add_argument("--retries", type=int, default=3, help="extra attempts per file (default: 3)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=DEFAULT_WORKERS,
-        help=f"parallel downloads (default: {DEFAULT_WORKERS})",
-    )
-    parser.add_argument(
-        "--no-progress",
-        action="store_true",
-        help="no progress bar (there is none when stderr is not a terminal)",
-    )
-    parser.set_defaults(func=_run_cli)

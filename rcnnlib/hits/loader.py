@@ -40,8 +40,6 @@ Decisions (each visible in the returned dataset, none silent):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import stat
@@ -534,41 +532,22 @@ def hits_epoch_stats(ds: SequenceDataset) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- command line
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register ``rcnnlib hits-info``."""
-    parser = sub.add_parser(
-        "hits-info",
-        help="summarise the real HiTS sequences (counts, epochs, estimated conditions)",
-        description="Read the real HiTS folder and summarise its labelled sequences.",
-    )
-    parser.add_argument(
-        "--hits-dir",
-        type=Path,
-        default=None,
-        help="real HiTS folder (default: $RCNNLIB_HITS_DIR or ../shared/hits)",
-    )
-    parser.add_argument("--sn-subset", choices=SN_SUBSETS, default="all", help="supernova subset to read")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.set_defaults(func=_cmd_hits_info)
 
 
-def _cmd_hits_info(args: argparse.Namespace) -> int:
-    ds = load_hits(args.hits_dir, sn_subset=args.sn_subset)
-    stats = hits_epoch_stats(ds)
-    stats.update({k: ds.metadata[k] for k in ("source", "hits_dir", "sn_subset")})
-    if args.json:
-        print(json.dumps(stats))
-        return 0
-    print(f"{SOURCE} sequences in {stats['hits_dir']} (supernovae: {stats['sn_subset']})")
-    print(f"{'class':<6} {'n':>5} {'epochs min/median/max':>22} {'cadence [d]':>12} {'estimated':>10}")
+def format_epoch_stats(stats: dict[str, Any]) -> str:
+    """:func:`hits_epoch_stats` as the text table of ``rcnnlib hits-info``."""
+    lines = [
+        f"{SOURCE} sequences in {stats['hits_dir']} (supernovae: {stats['sn_subset']})",
+        f"{'class':<6} {'n':>5} {'epochs min/median/max':>22} {'cadence [d]':>12} {'estimated':>10}",
+    ]
     rows = [*stats["per_class"].items(), ("all", {"n": stats["n_sequences"], **stats})]
     for name, row in rows:
         epochs = f"{row['epochs_min']}/{row['epochs_median']:g}/{row['epochs_max']}"
         cadence = "-" if row["median_cadence_days"] is None else f"{row['median_cadence_days']:.3f}"
-        print(f"{name:<6} {row['n']:>5} {epochs:>22} {cadence:>12} {row['fraction_estimated']:>9.1%}")
-    print(
+        lines.append(f"{name:<6} {row['n']:>5} {epochs:>22} {cadence:>12} {row['fraction_estimated']:>9.1%}")
+    lines.append(
         f"MJD {stats['mjd_min']:.2f} to {stats['mjd_max']:.2f}; {stats['n_estimated_epochs']} of "
         f"{stats['n_epochs_total']} epochs have estimated conditions (no Blind15A_info record within "
         f"{JOIN_TOLERANCE_DAYS * 1440:g} min)."
     )
-    return 0
+    return "\n".join(lines)

@@ -19,16 +19,13 @@ condition means "not measured": the epoch is not used).
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset, atomic_path
+from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.observations import check_sequences
 
@@ -205,26 +202,3 @@ def format_table(results: list[dict[str, Any]], class_names: tuple[str, ...]) ->
             probs = " ".join(f"{s['probabilities'][c]:>6.3f}" for c in class_names)
             lines.append(f"{s['step']:>4} {s['epochs_seen']:>6} {s['mjd']:>11.4f} {probs}")
     return "\n".join(lines)
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("classify", help="class probabilities per time step for your own sequences")
-    p.add_argument("input", type=Path, help=".npz, .h5/.hdf5 or .fits (see `rcnnlib.rcnn.classify`)")
-    p.add_argument("--model", type=Path, default=None, help="saved model folder (default: the shipped one)")
-    p.add_argument("--json", type=Path, default=None, help="write the probabilities here")
-    p.set_defaults(func=_cmd_classify)
-
-
-def _cmd_classify(args: argparse.Namespace) -> int:
-    from rcnnlib.classes import CLASS_NAMES
-    from rcnnlib.outputs import check_output_file
-
-    if args.json is not None:
-        check_output_file(args.json)  # before the model loads, not after the work
-    ds = read_sequences(args.input)
-    results = classify(ds, args.model)
-    print(format_table(results, CLASS_NAMES), file=sys.stdout)
-    if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(results, indent=2) + "\n")
-    return 0

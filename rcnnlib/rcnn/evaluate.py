@@ -15,8 +15,6 @@ fine-tuned network's own scores are reported beside it as ``fine_tuned_alone``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -25,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rcnnlib.dataset import SequenceDataset, atomic_path
+from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.protocol import confusion, few_shot_draws, macro_recall, recall_per_class
 from rcnnlib.rcnn.preprocess import ModelInput, prepare
@@ -210,54 +208,3 @@ def recall_table(result: dict[str, Any]) -> str:
         + cells(alone, "macro_recall", "macro_recall_std", None)
     )
     return "\n".join(rows)
-
-
-# --------------------------------------------------------------------------- CLI
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="recall of the RCNN on real sequences (sim-only and fine-tuned)")
-    p.add_argument("--hits-dir", type=Path, default=None, help="real data in the authors' layout")
-    p.add_argument("--model", type=Path, default=None, help="saved model folder (default: the shipped one)")
-    p.add_argument("--finetune-per-class", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--base-weight",
-        type=float,
-        default=None,
-        help="weight of the simulation-only model in the fine-tuned prediction (default 0.5; 0: none)",
-    )
-    p.add_argument("--json", type=Path, default=None, help="write the scores here")
-    p.set_defaults(func=_cmd_evaluate)
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from rcnnlib.hits.loader import load_hits
-    from rcnnlib.outputs import check_output_file
-
-    if args.finetune_per_class < 0 or args.repeats < 1:
-        raise InputError("--finetune-per-class must be >= 0 and --repeats >= 1")
-    if args.seed < 0:
-        raise InputError(f"--seed must be a whole number >= 0, got {args.seed}")
-    if args.base_weight is not None and not 0.0 <= args.base_weight <= 1.0:  # NaN fails this too
-        raise InputError(f"--base-weight must lie in [0, 1], got {args.base_weight}")
-    if args.json is not None:
-        check_output_file(args.json)  # before the minutes of fine-tuning, not after
-    from rcnnlib.rcnn.train import FineTuneConfig
-
-    real = load_hits(args.hits_dir, progress=sys.stderr.isatty())
-    result = evaluate_on_real(
-        real,
-        args.model,
-        args.finetune_per_class,
-        args.repeats,
-        args.seed,
-        finetune_config=FineTuneConfig()
-        if args.base_weight is None
-        else FineTuneConfig(base_weight=args.base_weight),
-        progress=sys.stderr.isatty(),
-    )
-    print(recall_table(result))
-    if args.json:
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
-    return 0

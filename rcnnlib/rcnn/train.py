@@ -13,9 +13,6 @@ and Keras' own initialisers and dropout from ``keras.utils.set_random_seed``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -419,46 +416,9 @@ def fine_tune(
 
 
 # --------------------------------------------------------------------------- CLI
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the RCNN on simulated shards (rcnnlib simulate)")
-    p.add_argument("simulations", type=Path, help="shard folder written by `rcnnlib simulate`")
-    p.add_argument("--out", type=Path, required=True, help="folder for model.keras and card.json")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--patience", type=int, default=TrainConfig.patience)
-    p.add_argument(
-        "--lr-decay",
-        choices=LEARNING_RATE_DECAYS,
-        default=TrainConfig.learning_rate_decay,
-        help="learning-rate schedule over the planned epochs (default: none, constant; "
-        "the shipped model: cosine over 10 epochs)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    p.set_defaults(func=_cmd_train)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    if args.epochs < 1 or args.batch_size < 1:
-        raise InputError("--epochs and --batch-size must be positive")
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        learning_rate_decay=args.lr_decay,
-        seed=args.seed,
-        augmentation=None if args.no_augment else Augmentation(),
-    )
-    _check_model_folder(args.out)
-    command = (
-        "rcnnlib " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
-    )
-    card = train(args.simulations, args.out, config, command=command)
-    print(json.dumps({k: card[k] for k in ("training_time_s", "epochs_run", "best_epoch", "validation")}))
-    return 0
-
-
-def _check_model_folder(out: Path) -> None:
+def check_model_folder(out: Path) -> None:
     """``--out`` is a new folder, an empty one or a model folder (whose model is replaced), nothing else."""
     check_output_folder(out)
     if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in MODEL_FILES):

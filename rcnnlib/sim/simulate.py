@@ -18,14 +18,12 @@ exactly what was fingerprinted.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
 import shutil
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,50 +385,3 @@ def _run_on_dask(
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-# ---------------------------------------------------------------------- CLI
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="simulate image sequences of the seven classes into a shard folder")
-    p.add_argument("--survey", default="hits2015", help="preset (hits2015, ztf, lsst) or a survey YAML file")
-    p.add_argument("--n-per-class", type=int, required=True, help="sequences per class per field")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output folder (shards + manifest.json)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (Dask when > 1)")
-    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
-    p.add_argument("--classes", nargs="+", default=list(CLASS_NAMES), metavar="CLASS")
-    p.add_argument("--fields", nargs="+", default=None, metavar="FIELD", help="restrict to these fields")
-    p.add_argument("--shard-size", type=int, default=2500)
-    p.add_argument(
-        "--mag-slope",
-        type=float,
-        default=ALPHA,
-        help=f"slope of the stars' magnitude power law: {ALPHA} follows the survey's counts (default), "
-        "0 is flat in magnitude (what the shipped model was trained on)",
-    )
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cli_simulate)
-
-
-def _cli_simulate(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    ds = simulate_to_disk(
-        args.survey,
-        args.out,
-        args.n_per_class,
-        seed=args.seed,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        classes=tuple(args.classes),
-        fields=args.fields,
-        shard_size=args.shard_size,
-        overwrite=args.overwrite,
-        progress=True,
-        mag_slope=args.mag_slope,
-    )
-    elapsed = time.perf_counter() - start
-    counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())
-    print(f"wrote {len(ds)} sequences in {len(ds.shards)} shards to {args.out} ({counts})")
-    print(f"{elapsed:.1f} s, {len(ds) / elapsed:,.0f} sequences/s")
-    print(f"fingerprint {ds.fingerprint}")
-    return 0
