@@ -40,7 +40,7 @@ def paper_table(
     """
     shown = table.copy()
     if index_name is not None:
-        shown.index.name = index_name
+        shown.index.name = index_name or None  # "": no header row for the index
     for column in shown.columns:
         values = shown[column]
         if (
@@ -58,6 +58,7 @@ def paper_table(
         [
             {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: normal;"},
             {"selector": "td, th", "props": "padding: 0.2em 0.7em; text-align: right;"},
+            {"selector": "td", "props": "white-space: nowrap;"},  # "0.944 ± 0.022" on one line
         ]
     )
 
