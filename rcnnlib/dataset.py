@@ -34,6 +34,8 @@ CONDITION_NAMES: tuple[str, ...] = (
     "airmass",
 )
 """Columns of :attr:`SequenceDataset.conditions`, in order."""
+COLUMN: dict[str, int] = {name: i for i, name in enumerate(CONDITION_NAMES)}
+"""Index of each condition column by name: ``conditions[..., COLUMN["seeing"]]``; never a bare number."""
 
 STAMP_SIZE = 21
 FORMAT_NAME = "rcnnlib.SequenceDataset"
@@ -121,7 +123,7 @@ class SequenceDataset:
     def condition(self, name: str) -> np.ndarray:
         """One column of :attr:`conditions`, shape (N, T)."""
         try:
-            return self.conditions[..., CONDITION_NAMES.index(name)]
+            return self.conditions[..., COLUMN[name]]
         except ValueError:
             raise KeyError(f"unknown condition {name!r}; expected one of {CONDITION_NAMES}") from None
 

@@ -27,6 +27,7 @@ from rcnnlib.dataset import STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.psf import moffat_psf, psf_shape_model
 from rcnnlib.sim.survey import preset_camera
+from rcnnlib.stamps import border_ring, ring_background
 
 _HITS_CAMERA = preset_camera("hits2015")  # the typical DECam CCD of data/surveys/hits2015.yaml
 DECAM_PIXEL_SCALE = _HITS_CAMERA.pixel_scale  # arcsec / pixel
@@ -208,40 +209,6 @@ def psf_model(seeing: np.ndarray, pixel_scale: float = DECAM_PIXEL_SCALE) -> tup
     return fwhm, np.interp(seeing, table_seeing, beta)
 
 
-def _ring(stamps: np.ndarray) -> np.ndarray:
-    """The outermost pixel ring of (..., S, S) stamps, (..., 4 S - 4)."""
-    return np.concatenate(
-        [stamps[..., 0, :], stamps[..., -1, :], stamps[..., 1:-1, 0], stamps[..., 1:-1, -1]], axis=-1
-    )
-
-
-def _nanmedian_last(a: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN, by one sort (``np.nanmedian`` is far slower on small rows)."""
-    ordered = np.sort(a, axis=-1)  # NaN sort last
-    n = np.isfinite(ordered).sum(axis=-1, keepdims=True)
-    lo = np.take_along_axis(ordered, np.clip((n - 1) // 2, 0, None), axis=-1)
-    hi = np.take_along_axis(ordered, np.clip(n // 2, 0, a.shape[-1] - 1), axis=-1)
-    return np.where(n > 0, 0.5 * (lo + hi), np.nan)[..., 0]
-
-
-def local_background(stamps: np.ndarray, n_sigma: float = 3.0, iterations: int = 3) -> tuple[np.ndarray, ...]:
-    """Sky level and per-pixel noise (ADU) of each stamp from its border ring, sigma-clipped.
-
-    The measured noise (not a gain/read-noise model) is used for the errors:
-    it is right for every CCD and for registered stamps whose resampling
-    lowered the per-pixel noise. Returns ``(level, sigma, n_used)``.
-    """
-    ring = _ring(np.asarray(stamps, dtype=np.float64))
-    kept = ring
-    for _ in range(iterations):
-        level = _nanmedian_last(kept)[..., None]
-        sigma = 1.4826 * _nanmedian_last(np.abs(kept - level))[..., None]
-        kept = np.where(np.abs(ring - level) <= n_sigma * np.maximum(sigma, 1e-6), ring, np.nan)
-    level = _nanmedian_last(kept)
-    sigma = 1.4826 * _nanmedian_last(np.abs(kept - level[..., None]))
-    return level, sigma, np.isfinite(kept).sum(axis=-1)
-
-
 def object_centres(residual: np.ndarray, mask: np.ndarray, iterations: int = 3) -> np.ndarray:
     """Per-object ``(x, y)`` centre from the stack of sky-subtracted stamps (N, T, S, S).
 
@@ -312,8 +279,8 @@ def psf_weighted_flux(
     weights = psf * aperture
     weights /= np.einsum("mij,mij->m", weights, psf)[:, None, None]
     sum_w = weights.sum(axis=(1, 2))
-    sky, sky_sigma, n_ring = local_background(flat)
-    p_ring = _ring(psf).mean(axis=-1)
+    sky, sky_sigma, n_ring = ring_background(flat)
+    p_ring = border_ring(psf).mean(axis=-1)
     denom = np.clip(1.0 - p_ring * sum_w, 0.5, 1.0)
     flux = np.einsum("mij,mij->m", weights, flat - sky[:, None, None]) / denom
     w2 = weights**2
@@ -350,7 +317,7 @@ def psf_photometry(
         stamps = ds.stamps[part].astype(np.float64)
         mask = ds.mask[part]
         if recentre:
-            sky, _, _ = local_background(stamps)
+            sky, _, _ = ring_background(stamps)
             centres[part] = object_centres(stamps - sky[..., None, None], mask)
         cen = np.broadcast_to(centres[part][:, None, :], (*mask.shape, 2))
         values = psf_weighted_flux(stamps, seeing[part], cen, radius_seeing, pixel_scale, gain)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rcnnlib.paths import data_dir
+from rcnnlib.stamps import border_ring
 
 PSF_SHAPE_TABLE = data_dir() / "psf" / "hits_psf_shape.csv"
 """Measured per-star-epoch PSF shapes of real HiTS stars (see ``data/psf/make_psf_shape.py``)."""
@@ -283,8 +284,7 @@ def fit_moffat(stamps: np.ndarray, n_iter: int = 40) -> dict[str, np.ndarray]:
     m, sy, sx = data.shape
     yy, xx = np.mgrid[0:sy, 0:sx].astype(np.float64)
     flat = data.reshape(m, -1)
-    border = np.concatenate([data[:, 0], data[:, -1], data[:, 1:-1, 0], data[:, 1:-1, -1]], axis=1)
-    bkg = np.median(border, axis=1)
+    bkg = np.median(border_ring(data), axis=1)  # plain median: fits are of isolated bright stars
     resid = data - bkg[:, None, None]
     cy, cx = (sy - 1) // 2, (sx - 1) // 2
     core = resid[:, cy - 3 : cy + 4, cx - 3 : cx + 4]

@@ -17,13 +17,13 @@ from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.hits.loader import (
     JOIN_TOLERANCE_DAYS,
-    border_sky,
     hits_epoch_stats,
     load_hits,
     match_epochs,
     read_field_records,
 )
 from rcnnlib.hits.safe_pickle import load_pickled_dict
+from rcnnlib.stamps import ring_sky
 
 STAMPS = Path("real_obs/real_stamps")
 INFO = Path("real_obs/Blind15A_info")
@@ -125,7 +125,7 @@ def test_estimated_epochs(real: SequenceDataset) -> None:
     measured_sky = real.conditions[real.mask & ~est, SKY]
     estimated_sky = real.conditions[est, SKY]
     assert np.all((estimated_sky > 0.5 * measured_sky.min()) & (estimated_sky < 2 * measured_sky.max()))
-    np.testing.assert_allclose(estimated_sky, border_sky(real.stamps[est]), rtol=1e-6)
+    np.testing.assert_allclose(estimated_sky, ring_sky(real.stamps[est]), rtol=1e-6)
     exp_time = real.condition("exp_time")
     assert set(exp_time[est].tolist()) <= set(exp_time[real.mask & ~est].tolist()) == {86.0, 102.0}
     seeing = real.condition("seeing")[est]
@@ -214,7 +214,7 @@ def test_border_sky_ignores_source_and_outliers() -> None:
     stamps[:, 8:13, 8:13] += 5000.0  # the object
     stamps[1, 0, :6] += 3000.0  # a neighbour on the border
     stamps[2] += 900.0
-    sky = border_sky(stamps)
+    sky = ring_sky(stamps)
     np.testing.assert_allclose(sky, [100.0, 100.0, 1000.0], atol=2.5)
 
 

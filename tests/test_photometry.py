@@ -16,7 +16,6 @@ from rcnnlib.photometry import (
     flux_to_mag,
     flux_to_microjansky,
     kron_comparison,
-    local_background,
     mag_error,
     psf_light_curve,
     psf_model,
@@ -24,6 +23,7 @@ from rcnnlib.photometry import (
     psf_weighted_flux,
 )
 from rcnnlib.psf import moffat_psf
+from rcnnlib.stamps import ring_background
 
 SIZE = 21
 PIXEL_SCALE = 0.27
@@ -212,7 +212,7 @@ def test_local_background_level_and_noise():
     rng = np.random.default_rng(0)
     stamps = rng.normal(200.0, 7.0, (500, SIZE, SIZE))
     stamps[:, 0, :3] = 5000.0  # a neighbour's core on the border is clipped away
-    level, sigma, n_used = local_background(stamps)
+    level, sigma, n_used = ring_background(stamps)
     assert abs(np.median(level) - 200.0) < 0.2
     assert np.median(sigma) == pytest.approx(7.0, rel=0.05)
     assert np.all(n_used <= 4 * SIZE - 4 - 3)

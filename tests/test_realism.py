@@ -14,12 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rcnnlib.book.figures import psf_matching_scatter
 from rcnnlib.classes import CLASS_NAMES, label_of
-from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
+from rcnnlib.dataset import COLUMN, CONDITION_NAMES, SequenceDataset
 from rcnnlib.hits.loader import load_hits
 from rcnnlib.psf import moffat_psf
-from rcnnlib.rcnn.preprocess import _SEEING, PreprocessConfig, calibrate, detection_flux, quality_mask
+from rcnnlib.rcnn.preprocess import (
+    PreprocessConfig,
+    calibrate,
+    detection_flux,
+    psf_matching_scatter,
+    quality_mask,
+)
 from rcnnlib.sim import realism
 from rcnnlib.sim.simulate import ShardTask, simulate_shard
 from rcnnlib.sim.survey import Survey
@@ -366,7 +371,7 @@ def test_bright_constant_stars_jitter_like_real_ones_after_psf_matching(real, si
         stars = ds.subset(np.flatnonzero(ds.labels == CLASS_NAMES.index("NV")))
         good = quality_mask(stars, config)
         flux, noise = calibrate(stars.stamps, stars.conditions, config)
-        value, _ = detection_flux(flux, noise, stars.conditions[..., _SEEING])
+        value, _ = detection_flux(flux, noise, stars.conditions[..., COLUMN["seeing"]])
         bright = np.nanmedian(np.where(good, value, np.nan), axis=1) > 1e4
         scatter = np.nanstd(psf_matching_scatter(stars, config)["PSF-matched"], axis=1)
         assert bright.sum() >= 30, bright.sum()

@@ -182,15 +182,13 @@ def test_build_dir_must_be_outside_sources(tiny_book: Path):
 
 
 def test_cli_registers_book_command():
-    import argparse
+    from rcnnlib import cli
 
-    parser = argparse.ArgumentParser()
-    runner.add_cli(parser.add_subparsers())
-    args = parser.parse_args(
+    args = cli.build_parser().parse_args(
         ["book", "--profile", "ci", "-p", "seed", "3", "--only", "01_hits_survey", "--no-html"]
     )
     assert args.profile == "ci" and args.param == [["seed", "3"]] and args.only == ["01_hits_survey"]
-    assert args.no_html and args.func is runner._cmd_book
+    assert args.no_html and args.func is cli._book
 
 
 # ------------------------------------------------------------------ caching

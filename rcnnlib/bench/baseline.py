@@ -27,7 +27,8 @@ from rcnnlib.errors import InputError
 from rcnnlib.forest.baseline import N_ESTIMATORS, LightCurveForest, simulate_training_set
 from rcnnlib.forest.features import MIN_EPOCHS, dataset_features, extract_features
 from rcnnlib.hits.loader import load_hits
-from rcnnlib.photometry import flux_to_microjansky, local_background, object_centres, psf_weighted_flux
+from rcnnlib.photometry import flux_to_microjansky, object_centres, psf_weighted_flux
+from rcnnlib.stamps import ring_background
 
 STEPS = ("photometry", "features", "predict")
 
@@ -58,7 +59,7 @@ def stream_sequence(forest: LightCurveForest, stamps: np.ndarray, mjd: np.ndarra
     one = np.ones((1, 1), dtype=bool)
     for k in range(t_len):
         start = time.perf_counter()
-        sky, _, _ = local_background(stamps[k])
+        sky, _, _ = ring_background(stamps[k])
         stack[0, 0] += stamps[k] - sky
         centre = object_centres(stack, one)[0]
         f, e, _, _ = psf_weighted_flux(stamps[k], cond["seeing"][k], centre)

@@ -19,9 +19,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rcnnlib.dataset import STAMP_SIZE, SequenceDataset
+from rcnnlib.dataset import SequenceDataset
 from rcnnlib.photometry import light_curve
 from rcnnlib.sim.survey import Survey
+from rcnnlib.stamps import night_of
 
 CONDITION_LABELS: dict[str, str] = {
     "seeing": "seeing FWHM [arcsec]",
@@ -90,11 +91,6 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def night_of(mjd: np.ndarray | pd.Series) -> np.ndarray:
-    """Integer night index: Chilean nights straddle MJD boundaries at noon UT, not midnight."""
-    return np.floor(np.asarray(mjd, dtype=float) - 0.5).astype(int)
 
 
 # ------------------------------------------------------------- conditions
@@ -695,36 +691,17 @@ def plot_prediction_examples(
     return fig
 
 
-def psf_matching_scatter(ds: SequenceDataset, config) -> dict[str, np.ndarray]:
-    """Per sequence and epoch, the calibrated centre pixel over its median, unmatched and PSF-matched.
-
-    Centre pixel = the central pixel of the calibrated stamp (before the asinh stretch), so the
-    figure reads in flux; ``config`` is a :class:`~rcnnlib.rcnn.preprocess.PreprocessConfig`.
-    """
-    from dataclasses import replace
-
-    from rcnnlib.rcnn.preprocess import _SEEING, calibrate, match_psf, quality_mask
-
-    good = quality_mask(ds, config)
-    flux, _ = calibrate(ds.stamps, ds.conditions, config)
-    matched = match_psf(flux, ds.conditions[..., _SEEING], config)
-    unmatched = match_psf(flux, ds.conditions[..., _SEEING], replace(config, psf_match_seeing=None))
-    out = {}
-    for name, images in (("unmatched", unmatched), ("PSF-matched", matched)):
-        centre = np.where(good, images[..., STAMP_SIZE // 2, STAMP_SIZE // 2], np.nan)
-        out[name] = centre / np.nanmedian(centre, axis=1, keepdims=True)
-    out["seeing"] = np.where(good, ds.conditions[..., _SEEING], np.nan)
-    return out
-
-
 def plot_psf_matching(
     ds: SequenceDataset, config, example: int = 0, curves: dict[str, np.ndarray] | None = None
 ) -> Figure:
     """Left: one constant star's centre pixel against seeing; right: the scatter of every star, both ways.
 
-    ``curves``: :func:`psf_matching_scatter` of ``ds``, when the caller already has it.
+    ``curves``: :func:`rcnnlib.rcnn.preprocess.psf_matching_scatter` of ``ds``, if already computed.
     """
-    curves = psf_matching_scatter(ds, config) if curves is None else curves
+    if curves is None:
+        from rcnnlib.rcnn.preprocess import psf_matching_scatter
+
+        curves = psf_matching_scatter(ds, config)
     fig = new_figure(7.4, 2.8)
     left, right = fig.subplots(1, 2)
     scatter = {}

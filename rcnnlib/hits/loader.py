@@ -52,17 +52,16 @@ from typing import Any
 import numpy as np
 
 from rcnnlib.classes import CLASS_NAMES, REAL_CLASS_NAMES, label_of
-from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
+from rcnnlib.dataset import COLUMN, CONDITION_NAMES, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.hits.safe_pickle import load_pickled_dict, safe_load_npy
 from rcnnlib.paths import hits_dir as default_hits_dir
+from rcnnlib.stamps import night_of, ring_sky
 
 SOURCE = "HiTS 2015 real"
 BAND = "g"
 JOIN_TOLERANCE_DAYS = 10.0 / 1440.0
 """Largest |stamp MJD - record MJD| accepted as the same exposure (matched ones are <= 169 s)."""
-NIGHT_SPLIT = 0.6
-"""Nights are ``floor(MJD - NIGHT_SPLIT)``: split at 14:24 UT, daytime in Chile."""
 SN_SUBSETS: tuple[str, ...] = ("all", "brighter")
 STAR_FOLDERS: dict[str, str] = {"RRL": "RRLyrae", "EB": "EB", "NV": "real_constants"}
 """Class name -> folder under ``real_obs/real_stamps`` for the star classes."""
@@ -77,7 +76,6 @@ _RECORD_COLUMNS = {  # our condition -> Blind15A_info field
     "exp_time": "EXP_TIME",
     "airmass": "AIRMASS",
 }
-_SKY = CONDITION_NAMES.index("sky")
 
 
 # --------------------------------------------------------------------------- conditions
@@ -202,35 +200,13 @@ def match_epochs(
     return index, int(ambiguous.size)
 
 
-def border_sky(stamps: np.ndarray, n_sigma: float = 3.0, iterations: int = 5) -> np.ndarray:
-    """Sky level of each (…, H, W) stamp: sigma-clipped median of its outermost pixel ring.
-
-    The source sits at the centre, so the border is mostly sky; clipping at ``n_sigma``
-    robust standard deviations (MAD-based) removes neighbouring stars and cosmic rays.
-    """
-    stamps = np.asarray(stamps, dtype=np.float64)
-    ring = np.concatenate(
-        [stamps[..., 0, :], stamps[..., -1, :], stamps[..., 1:-1, 0], stamps[..., 1:-1, -1]], axis=-1
-    )
-    kept = ring
-    for _ in range(iterations):
-        median = np.nanmedian(kept, axis=-1, keepdims=True)
-        sigma = 1.4826 * np.nanmedian(np.abs(kept - median), axis=-1, keepdims=True)
-        kept = np.where(np.abs(ring - median) <= n_sigma * sigma, ring, np.nan)
-    return np.nanmedian(kept, axis=-1)
-
-
-def _night(mjd: np.ndarray) -> np.ndarray:
-    return np.floor(np.asarray(mjd) - NIGHT_SPLIT).astype(np.int64)
-
-
 def _campaign_fallback(records: dict[str, FieldRecords], mjd: np.ndarray) -> np.ndarray:
     """Per-epoch conditions from the campaign median of the same night, else of the whole campaign."""
     all_mjd = np.concatenate([r.mjd for r in records.values()])
     all_cond = np.concatenate([r.conditions for r in records.values()])
-    nights = _night(all_mjd)
+    nights = night_of(all_mjd)
     out = np.tile(np.median(all_cond, axis=0), (mjd.size, 1))
-    wanted = _night(mjd)
+    wanted = night_of(mjd)
     for night in np.unique(wanted):
         same = nights == night
         if same.any():
@@ -492,7 +468,7 @@ def _join_conditions(
     estimated = mask & ~matched
     if estimated.any():
         conditions[estimated] = _campaign_fallback(records, mjd[estimated])
-        conditions[estimated, _SKY] = border_sky(stamps[estimated])
+        conditions[estimated, COLUMN["sky"]] = ring_sky(stamps[estimated])
     return conditions, estimated, n_ambiguous
 
 

@@ -47,13 +47,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.fft
 
-from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
+from rcnnlib.dataset import COLUMN, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
+from rcnnlib.stamps import ring_mean_sky
 
 PIXEL_SCALE = 0.27  # arcsec / pixel (DECam); sets the detection kernel only
-_SEEING = CONDITION_NAMES.index("seeing")
-_ZP = CONDITION_NAMES.index("zero_point")
-_EXP = CONDITION_NAMES.index("exp_time")
 
 
 @dataclass(frozen=True)
@@ -118,26 +116,10 @@ class ModelInput:
 
 
 # --------------------------------------------------------------------------- per epoch
-def border_statistics(stamps: np.ndarray, n_sigma: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-    """Sky level and pixel noise of each (..., S, S) stamp from its outer ring, one clipping pass.
-
-    Median and MAD of the 80 ring pixels, then the mean of those within
-    ``n_sigma`` robust sigmas (neighbouring stars and cosmic rays are clipped).
-    """
-    ring = np.concatenate(
-        [stamps[..., 0, :], stamps[..., -1, :], stamps[..., 1:-1, 0], stamps[..., 1:-1, -1]], axis=-1
-    ).astype(np.float32)
-    median = np.median(ring, axis=-1, keepdims=True)
-    sigma = 1.4826 * np.median(np.abs(ring - median), axis=-1, keepdims=True)
-    keep = np.abs(ring - median) <= n_sigma * np.maximum(sigma, 1e-6)
-    sky = (ring * keep).sum(-1) / np.maximum(keep.sum(-1), 1)
-    return sky, sigma[..., 0]
-
-
 def flux_scale(conditions: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Factor taking each epoch's ADU to ADU at the reference zero point and exposure time."""
-    zp = conditions[..., _ZP].astype(np.float64)
-    exp_time = conditions[..., _EXP].astype(np.float64)
+    zp = conditions[..., COLUMN["zero_point"]].astype(np.float64)
+    exp_time = conditions[..., COLUMN["exp_time"]].astype(np.float64)
     usable = (exp_time > 0) & np.isfinite(zp)  # padded epochs have zeros; they are masked later
     factor = (
         config.exp_time_ref / np.where(usable, exp_time, 1.0) * 10.0 ** (0.4 * (config.zero_point_ref - zp))
@@ -159,7 +141,7 @@ def calibrate(
     needs ``rng``; shifts and geometry transforms are applied by :func:`prepare`
     to the epochs inside the window only, which is cheaper.
     """
-    sky, noise = border_statistics(stamps)
+    sky, noise = ring_mean_sky(stamps)
     scale = flux_scale(conditions, config)
     flux = (stamps.astype(np.float32) - sky[..., None, None]) * scale[..., None, None]
     noise = noise * scale
@@ -267,7 +249,7 @@ def detection_flux(flux: np.ndarray, noise: np.ndarray, seeing: np.ndarray) -> t
 # --------------------------------------------------------------------------- per sequence
 def quality_mask(ds: SequenceDataset, config: PreprocessConfig) -> np.ndarray:
     """Epochs kept: observed, seeing below the cut, finite conditions and pixels."""
-    seeing = ds.conditions[..., _SEEING]
+    seeing = ds.conditions[..., COLUMN["seeing"]]
     good = ds.mask & (seeing < config.max_seeing) & np.isfinite(ds.conditions).all(-1)
     return good & np.isfinite(ds.stamps).all(axis=(-2, -1))
 
@@ -317,7 +299,7 @@ def prepare(
         conditions = np.take_along_axis(ds.conditions, order[..., None], axis=1)
     flux, noise = calibrate(stamps, conditions, config, augmentation, rng)
     flux[~good_c] = 0.0
-    start = detection_start(flux, noise, conditions[..., _SEEING], good_c, config)
+    start = detection_start(flux, noise, conditions[..., COLUMN["seeing"]], good_c, config)
 
     k = config.epochs_per_step
     window = start[:, None] + np.arange(config.n_epochs)[None, :]  # (N, n_epochs)
@@ -328,7 +310,7 @@ def prepare(
     shift = None
     if augmentation is not None and augmentation.shift_px:
         shift = rng.normal(0.0, augmentation.shift_px, (*pixels.shape[:2], 2))
-    blur = matching_sigma(np.take_along_axis(conditions[..., _SEEING], window, axis=1), config)
+    blur = matching_sigma(np.take_along_axis(conditions[..., COLUMN["seeing"]], window, axis=1), config)
     if shift is not None or blur is not None:
         pixels = fourier_filter(pixels, shift=shift, blur_sigma=blur)
     views = [normalise(pixels, config)]
@@ -368,4 +350,24 @@ def random_dihedral(pixels: np.ndarray, rng: np.random.Generator | None) -> np.n
         if code & 4:
             block = block.swapaxes(-1, -2)
         out[sel] = np.rot90(block, k=code & 3, axes=(-2, -1))
+    return out
+
+
+def psf_matching_scatter(ds: SequenceDataset, config: PreprocessConfig) -> dict[str, np.ndarray]:
+    """Per sequence and epoch, the calibrated centre pixel over its median, unmatched and PSF-matched.
+
+    Centre pixel = the central pixel of the calibrated stamp (before the asinh stretch), so the
+    figure reads in flux; ``config`` is a :class:`~rcnnlib.rcnn.preprocess.PreprocessConfig`.
+    """
+    from dataclasses import replace
+
+    good = quality_mask(ds, config)
+    flux, _ = calibrate(ds.stamps, ds.conditions, config)
+    matched = match_psf(flux, ds.conditions[..., COLUMN["seeing"]], config)
+    unmatched = match_psf(flux, ds.conditions[..., COLUMN["seeing"]], replace(config, psf_match_seeing=None))
+    out = {}
+    for name, images in (("unmatched", unmatched), ("PSF-matched", matched)):
+        centre = np.where(good, images[..., STAMP_SIZE // 2, STAMP_SIZE // 2], np.nan)
+        out[name] = centre / np.nanmedian(centre, axis=1, keepdims=True)
+    out["seeing"] = np.where(good, ds.conditions[..., COLUMN["seeing"]], np.nan)
     return out

@@ -18,13 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE
+from rcnnlib.dataset import COLUMN, CONDITION_NAMES, STAMP_SIZE
 from rcnnlib.errors import InputError
 from rcnnlib.observations import condition_problem
 from rcnnlib.rcnn.model import ModelConfig, load_model
 from rcnnlib.rcnn.preprocess import calibrate, match_psf, normalise, reference_level, relative_change
-
-_SEEING = CONDITION_NAMES.index("seeing")
 
 
 def step_function(model: Any, config: ModelConfig):
@@ -126,11 +124,11 @@ class StreamingClassifier:
             raise InputError(f"epoch at MJD {mjd}: {problem[1]}")
         self._last_mjd = mjd
         self.n_epochs += 1
-        if not (np.isfinite(cond).all() and cond[_SEEING] < self.config.preprocess.max_seeing):
+        if not (np.isfinite(cond).all() and cond[COLUMN["seeing"]] < self.config.preprocess.max_seeing):
             return self.probabilities  # what preprocess.quality_mask drops
         pre = self.config.preprocess
         flux, _ = calibrate(stamp[None], cond[None], pre)
-        flux = match_psf(flux, cond[None, _SEEING], pre)
+        flux = match_psf(flux, cond[None, COLUMN["seeing"]], pre)
         self._buffer.append(normalise(flux, pre)[0])
         if pre.difference_channels:
             if self._reference is None:  # changes are measured against the stream's first good epoch

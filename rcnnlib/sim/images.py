@@ -48,6 +48,7 @@ import pandas as pd
 import scipy.fft as sfft
 from scipy.special import gammaincinv, j0, ndtri
 
+from rcnnlib.dataset import COLUMN
 from rcnnlib.paths import data_dir
 from rcnnlib.psf import moffat_coefficients, moffat_eval, psf_shape_model
 
@@ -344,7 +345,7 @@ def render_stamps(
     gain = np.broadcast_to(np.asarray(gain, dtype=np.float64), (n,))
     read_noise = np.broadcast_to(np.asarray(read_noise, dtype=np.float64), (n,))
     saturation = np.broadcast_to(np.asarray(saturation, dtype=np.float64), (n,))
-    seeing, sky, zp, exp_time = cond[..., 0], cond[..., 1], cond[..., 2], cond[..., 4]
+    seeing, sky, zp, exp_time = (cond[..., COLUMN[c]] for c in ("seeing", "sky", "zero_point", "exp_time"))
     valid = np.isfinite(seeing) & (seeing > 0) & np.isfinite(exp_time) & (exp_time > 0) & np.isfinite(zp)
     seeing = np.where(valid, seeing, 1.0)
     sky = np.where(valid, np.nan_to_num(sky), 0.0)

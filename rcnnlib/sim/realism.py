@@ -46,6 +46,7 @@ from rcnnlib.photometry import (
     flux_to_mag,
     flux_to_microjansky,
 )
+from rcnnlib.stamps import night_of, sigma_clip
 
 __all__ = [
     "background_noise",
@@ -62,8 +63,6 @@ __all__ = [
     "seeing_cut",
 ]
 
-MAD_TO_SIGMA = 1.482602218505602
-"""1 / Phi^-1(3/4): turns a median absolute deviation into a Gaussian standard deviation."""
 RING_INNER_RADIUS = 8.0
 """Default inner radius (px) of the background ring. A Moffat (beta = 3) of 1.2 arcsec FWHM
 (4.4 px, the median HiTS seeing) is at 0.1 % of its peak at 8 px, so the ring of the 21x21
@@ -87,14 +86,10 @@ def robust_std(
     are ignored (used to mark excluded pixels).
     """
     data = np.moveaxis(np.asarray(values, dtype=np.float64), axis, -1)
-    kept = data
-    level = np.nanmedian(kept, axis=-1, keepdims=True)
-    sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(kept - level), axis=-1, keepdims=True)
-    for _ in range(iterations):
-        kept = np.where(np.abs(data - level) <= n_sigma * sigma, data, np.nan)
-        level = np.nanmedian(kept, axis=-1, keepdims=True)
-        sigma = MAD_TO_SIGMA * np.nanmedian(np.abs(kept - level), axis=-1, keepdims=True)
-    kept = np.where(np.abs(data - level) <= n_sigma * sigma, data, np.nan)
+    # the clip of rcnnlib.stamps, once more than the centre it reports: the kept pixels are
+    # those within n_sigma of the last centre
+    clipped = sigma_clip(data, n_sigma, iterations + 1)
+    level, kept = clipped.level[..., None], clipped.kept
     # variance of N(0, 1) truncated to |x| <= k: 1 - 2 k phi(k) / (2 Phi(k) - 1)
     inside = 2.0 * stats.norm.cdf(n_sigma) - 1.0
     truncated_var = 1.0 - 2.0 * n_sigma * stats.norm.pdf(n_sigma) / inside
@@ -416,16 +411,16 @@ def light_curve_variability(
     )
 
 
-def cadence(ds: SequenceDataset, night_split: float = 0.6) -> pd.DataFrame:
+def cadence(ds: SequenceDataset) -> pd.DataFrame:
     """Per sequence: number of observed epochs, nights, time span and gaps between epochs (days).
 
-    Nights are ``floor(MJD - night_split)`` (a split in daytime for Chile, as in
-    :mod:`rcnnlib.hits.loader`). Gaps are between consecutive observed epochs in time order.
+    Nights are :func:`rcnnlib.stamps.night_of`. Gaps are between consecutive observed epochs in
+    time order.
     """
     mjd = np.where(ds.mask, ds.mjd, np.nan)
     ordered = np.sort(mjd, axis=1)  # NaNs last
     gaps = np.diff(ordered, axis=1)
-    nights = np.floor(mjd - night_split)
+    nights = np.where(np.isfinite(mjd), night_of(np.nan_to_num(mjd)), np.nan)
     n_nights = np.array([np.unique(row[np.isfinite(row)]).size for row in nights], dtype=int)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # sequences of a single epoch have no gap

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from rcnnlib import __version__
 from rcnnlib.classes import CLASS_NAMES, label_of
-from rcnnlib.dataset import CONDITION_NAMES, STAMP_SIZE, SequenceDataset
+from rcnnlib.dataset import COLUMN, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.outputs import check_output_folder
 from rcnnlib.shards import (
@@ -127,11 +127,11 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
     n, t = task.n, mjd.size
     mjd_n = np.broadcast_to(mjd, (n, t))
     conditions_n = np.broadcast_to(conditions, (n, t, conditions.shape[1]))
-    limit = conditions_n[..., CONDITION_NAMES.index("limit_mag_5sigma")].astype(np.float64)
+    limit = conditions_n[..., COLUMN["limit_mag_5sigma"]].astype(np.float64)
     field_rng = np.random.default_rng(
         np.random.SeedSequence(seed, spawn_key=(2**32 - 1, list(survey.fields).index(task.field)))
     )
-    epoch_offset = epoch_mag_offsets(conditions[:, CONDITION_NAMES.index("seeing")], field_rng)
+    epoch_offset = epoch_mag_offsets(conditions[:, COLUMN["seeing"]], field_rng)
 
     curves = sample_light_curves(task.class_name, mjd_n, limit, rng, mag_slope=mag_slope)
 

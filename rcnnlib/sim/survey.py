@@ -24,6 +24,7 @@ from rcnnlib.dataset import CONDITION_NAMES
 from rcnnlib.errors import InputError
 from rcnnlib.observations import condition_problem
 from rcnnlib.paths import data_dir
+from rcnnlib.stamps import night_of
 
 EPOCH_COLUMNS: tuple[str, ...] = ("field", "mjd", *CONDITION_NAMES)
 """Columns every epochs table must have (extra columns are kept)."""
@@ -172,7 +173,7 @@ class Survey:
         grouped = usable.groupby("field")
         out = grouped[list(CONDITION_NAMES)].median()
         out.insert(0, "n_epochs", grouped.size())
-        out.insert(1, "n_nights", grouped["mjd"].apply(lambda m: np.unique(np.floor(m - 0.5)).size))
+        out.insert(1, "n_nights", grouped["mjd"].apply(lambda m: np.unique(night_of(m)).size))
         out.insert(2, "span_days", grouped["mjd"].apply(lambda m: float(m.max() - m.min())))
         return out
 
