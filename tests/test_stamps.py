@@ -56,7 +56,7 @@ def test_ring_estimators_agree_with_astropy_sigma_clipped_stats():
     assert np.median(sigma) == pytest.approx(5.0, rel=0.03)  # the true noise
     assert np.all(n_used <= 76)  # the neighbour's four pixels are clipped
     sky, noise = ring_mean_sky(stamps)
-    assert sky.dtype == np.float32 and np.median(np.abs(sky - median)) < 0.5
+    assert noise.dtype == np.float32 and np.median(np.abs(sky - median)) < 0.5
     assert np.median(noise) == pytest.approx(5.0, rel=0.1)
 
 
