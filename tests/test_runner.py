@@ -443,3 +443,25 @@ def test_a_kernel_that_dies_at_start_up_is_started_again(
         runner.execute_notebook(notebook, out, {}, "a.ipynb")
         assert out.exists()
     assert len(seen) == calls
+
+
+def test_shown_parameters_cell_holds_the_values_of_the_run(tiny_book: Path, tmp_path: Path):
+    """The open parameters cell must not contradict the page: it shows the run's values, not the defaults."""
+    import nbformat
+
+    build = tmp_path / "out"
+    runner.run_book(
+        "tiny",
+        {"a.x": "from-command-line"},
+        build_dir=build,
+        source_dir=tiny_book,
+        html=False,
+        progress=False,
+        only=["a"],
+    )
+    cells = nbformat.read(build / "book" / "a.ipynb", as_version=4).cells
+    shown = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
+    assert "seed = 5" in shown.source  # the profile's common value
+    assert "x = 'from-command-line'" in shown.source or 'x = "from-command-line"' in shown.source
+    assert "hits_dir = None" in shown.source  # a runner-provided path keeps its placeholder
+    assert "'default'" not in shown.source

@@ -743,6 +743,10 @@ def _decorate(executed: Any, box: str) -> Any:
     from nbformat.v4 import new_markdown_cell
 
     cells = [c for c in executed.cells if PARAMETERS_TAG not in c.metadata.get("tags", [])]
+    injected = [c for c in cells if INJECTED_TAG in c.metadata.get("tags", [])]
+    for cell in cells:
+        if injected and "parameters" in cell.metadata.get("tags", []):
+            cell.source = _with_run_values(cell.source, injected[0].source)
     for cell in cells:
         tags = cell.metadata.get("tags", [])
         if INJECTED_TAG in tags and "remove-cell" not in tags:
@@ -754,6 +758,33 @@ def _decorate(executed: Any, box: str) -> Any:
     executed.cells = cells
     _default_alt_text(cells)
     return executed
+
+
+def _with_run_values(defaults: str, injected: str) -> str:
+    """The notebook's parameters cell with the values this run used, comments kept.
+
+    Why: the shown cell is the chapter's knobs with their meanings; showing the
+    notebook's defaults beside results computed with a profile's values would
+    contradict the page. Runner-provided paths keep their placeholder (no local
+    path on a page), and the box above the cell says where every value came from.
+    """
+    try:
+        tree = ast.parse(injected)
+    except SyntaxError:
+        return defaults
+    values = {
+        node.targets[0].id: ast.get_source_segment(injected, node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    }
+    lines = []
+    for line in defaults.splitlines():
+        match = re.match(r"^(\w+)(\s*=\s*)(.*?)(\s+#.*)?$", line)
+        if match and match.group(1) in values and match.group(1) not in RUNNER_PROVIDED:
+            name, equals, _, comment = match.groups()
+            line = f"{name}{equals}{values[name]}{comment or ''}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
@@ -805,7 +836,8 @@ def _refresh_presentation(source: Path, executed_path: Path) -> bool:
             cells.append(cell)
             continue
         ran = next(it)
-        if ran.source != cell.source:
+        shows_run_values = "parameters" in cell.metadata.get("tags", [])  # _decorate rewrote its values
+        if ran.source != cell.source and not shows_run_values:
             return False
         keep = {k: v for k, v in ran.metadata.items() if k not in ("tags", "mystnb")}
         shown = {k: cell.metadata[k] for k in ("tags", "mystnb") if cell.metadata.get(k)}
