@@ -10,6 +10,7 @@ ours where the paper gives one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,7 @@ def paper_table(
             if values.dropna().abs().max() >= 1 or values.dropna().eq(0).all():
                 shown[column] = values.astype("Int64")  # counts stored as floats (36.0) print as 36
     styler = shown.style.format(precision=decimals, na_rep=MISSING, thousands=",")
+    caption = re.sub(r"`([^`]+)`", r"<code>\1</code>", caption)  # a caption is HTML, not Markdown
     styler = styler.format_index(na_rep=MISSING).set_caption(caption)
     if isinstance(shown.index, pd.RangeIndex) and shown.index.name is None:
         styler = styler.hide(axis="index")
@@ -123,3 +125,36 @@ COLUMN_LABELS: dict[str, str] = {
 def readable_columns(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with its known column names replaced by :data:`COLUMN_LABELS` (others kept)."""
     return table.rename(columns=lambda c: COLUMN_LABELS.get(str(c), str(c).replace("_", " ")))
+
+
+REALISM_LABELS: dict[str, str] = {
+    "n_real": "real",
+    "n_sim": "simulated",
+    "median_real": "median, real",
+    "median_sim": "median, simulated",
+    "median_ratio": "ratio sim / real",
+    "ks_statistic": "KS statistic",
+    "ks_pvalue": "KS p-value",
+    "noise_real": "noise, real [ADU]",
+    "noise_sim": "noise, simulated [ADU]",
+    "ratio": "ratio sim / real (per expected noise)",
+}
+
+
+def realism_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`rcnnlib.sim.realism.compare` or ``noise_ratio_at_sky`` table for reading.
+
+    Rows are named (class, or the sky bin in ADU), the statistic's name goes to the
+    caption rather than repeating in a column, quantile columns are left to the JSON,
+    and the column names say what they hold.
+    """
+    out = frame.copy()
+    if {"sky_min", "sky_max"} <= set(out.columns):
+        out.index = pd.Index(
+            [f"{a:,.0f}–{b:,.0f}" for a, b in zip(out["sky_min"], out["sky_max"], strict=True)]
+        )
+        out.index.name = "sky [ADU]"
+    elif "class_name" in out.columns:
+        out = out.set_index("class_name").rename_axis("class")
+    keep = [c for c in REALISM_LABELS if c in out.columns]
+    return out[keep].rename(columns=REALISM_LABELS)

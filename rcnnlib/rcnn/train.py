@@ -246,7 +246,7 @@ def train(
             compile_model(model, schedule)
     callbacks = [
         keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=1
+            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=int(verbose != 0)
         ),
         _epoch_timer(),
     ]
