@@ -18,21 +18,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from rcnnlib.dataset import STAMP_SIZE, SequenceDataset
-from rcnnlib.errors import InputError
 from rcnnlib.psf import moffat_psf, psf_shape_model
-from rcnnlib.sim.survey import preset_camera
 from rcnnlib.stamps import border_ring, ring_background
 
-_HITS_CAMERA = preset_camera("hits2015")  # the typical DECam CCD of data/surveys/hits2015.yaml
-DECAM_PIXEL_SCALE = _HITS_CAMERA.pixel_scale  # arcsec / pixel
-DECAM_GAIN = _HITS_CAMERA.gain  # e- / ADU
-DECAM_READ_NOISE = _HITS_CAMERA.read_noise  # e-
+
+def _hits_camera() -> dict[str, float]:
+    """The typical DECam CCD of data/surveys/hits2015.yaml, read directly: photometry sits below the
+    simulator (it serves the loader, the realism checks and the forest alike)."""
+    import yaml
+
+    from rcnnlib.paths import data_dir
+
+    camera = yaml.safe_load((data_dir() / "surveys" / "hits2015.yaml").read_text())["camera"]
+    return {k: float(camera[k]) for k in ("pixel_scale", "gain", "read_noise")}
+
+
+_HITS_CAMERA = _hits_camera()
+DECAM_PIXEL_SCALE = _HITS_CAMERA["pixel_scale"]  # arcsec / pixel
+DECAM_GAIN = _HITS_CAMERA["gain"]  # e- / ADU
+DECAM_READ_NOISE = _HITS_CAMERA["read_noise"]  # e-
 AB_ZERO_POINT_UJY = 23.9  # AB magnitude of 1 microjansky
 _CHUNK = 1024  # sequences measured at once
 
@@ -331,75 +339,3 @@ def psf_light_curve(ds: SequenceDataset, **kwargs: float) -> tuple[np.ndarray, n
     phot = psf_photometry(ds, **kwargs)
     zp, texp = ds.condition("zero_point"), ds.condition("exp_time")
     return flux_to_microjansky(phot.flux, zp, texp), flux_to_microjansky(phot.flux_err, zp, texp)
-
-
-# --------------------------------------------------------------------------- validation on real stars
-KRON_MATCH_DAYS = 0.003
-"""Largest |MJD| difference (~4 min) between a stamp epoch and the Kron point of the same exposure."""
-
-
-def kron_comparison(ds: SequenceDataset, hits_dir: Path | str, **kwargs: float) -> pd.DataFrame:
-    """PSF magnitudes of real RR Lyrae / EB next to the HiTS Kron magnitudes of the same exposures.
-
-    Reads ``real_obs/real_stamps/{RRLyrae,EB}/lightcurves/*.dat`` (coordinates
-    zero-padded to 4 digits) for every RRL and EB sequence of ``ds`` (as loaded
-    by :func:`rcnnlib.hits.loader.load_hits`); epochs are matched by nearest MJD within
-    :data:`KRON_MATCH_DAYS`. Columns: ``id``, ``class``, ``mjd``, ``seeing``,
-    ``mag_psf``, ``err_psf``, ``mag_kron``, ``err_kron``, ``offset`` (the object's
-    median PSF - Kron) and ``dmag`` (PSF - Kron - offset). Zero-point
-    conventions may differ by a constant per object; the per-epoch agreement is
-    what validates the photometry.
-    """
-    from rcnnlib.hits.loader import STAR_FOLDERS
-
-    root = Path(hits_dir)
-    phot = psf_photometry(ds, **kwargs)
-    mag = flux_to_mag(phot.flux, ds.condition("zero_point"), ds.condition("exp_time"))
-    err = mag_error(phot.flux, phot.flux_err)
-    seeing = ds.condition("seeing")
-    frames = []
-    for i in np.flatnonzero(np.isin(ds.labels, [ds.class_names.index(c) for c in ("RRL", "EB")])):
-        name = ds.class_names[ds.labels[i]]
-        field, ccd, x, y = str(ds.ids[i]).split("_")
-        path = (
-            root
-            / "real_obs"
-            / "real_stamps"
-            / STAR_FOLDERS[name]
-            / "lightcurves"
-            / f"Blind15A_{field}_{ccd}_{int(x):04d}_{int(y):04d}_g.dat"
-        )
-        if not path.exists():
-            raise InputError("no Kron light curve for this object", path)
-        kron = np.loadtxt(path, ndmin=2)
-        if kron.shape[1] < 4:
-            raise InputError("expected columns EPOCH MJD MAG_KRON MAGERR_KRON", path)
-        nearest = np.abs(ds.mjd[i][:, None] - kron[None, :, 1]).argmin(axis=1)
-        ok = (
-            ds.mask[i]
-            & (np.abs(ds.mjd[i] - kron[nearest, 1]) < KRON_MATCH_DAYS)
-            & np.isfinite(mag[i])
-            & np.isfinite(kron[nearest, 2])
-        )
-        if not ok.any():
-            continue
-        diff = mag[i, ok] - kron[nearest[ok], 2]
-        offset = float(np.median(diff))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "id": ds.ids[i],
-                    "class": name,
-                    "mjd": ds.mjd[i, ok],
-                    "seeing": seeing[i, ok],
-                    "mag_psf": mag[i, ok],
-                    "err_psf": err[i, ok],
-                    "mag_kron": kron[nearest[ok], 2],
-                    "err_kron": kron[nearest[ok], 3],
-                    "offset": offset,
-                    "dmag": diff - offset,
-                }
-            )
-        )
-    columns = ["id", "class", "mjd", "seeing", "mag_psf", "err_psf", "mag_kron", "err_kron", "offset", "dmag"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -9,13 +9,13 @@ from scipy.special import erf
 
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.errors import InputError
+from rcnnlib.hits.kron import kron_comparison
 from rcnnlib.hits.loader import load_hits
 from rcnnlib.photometry import (
     aperture_photometry,
     aperture_weights,
     flux_to_mag,
     flux_to_microjansky,
-    kron_comparison,
     mag_error,
     psf_light_curve,
     psf_model,

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     from rcnnlib.rcnn.model import build_model, last_step_proba, load_model, predict_proba
     from rcnnlib.rcnn.preprocess import prepare
     from rcnnlib.rcnn.stream import StreamingClassifier
-    from rcnnlib.rcnn.train import TrainConfig, _tf_dataset, plan_blocks
+    from rcnnlib.rcnn.train import TrainConfig, training_dataset, plan_blocks
     from rcnnlib.shards import open_sequences
     from rcnnlib.sim.simulate import simulate_to_disk
     from rcnnlib.sim.survey import Survey
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
         keras.utils.set_random_seed(0)
         trainee = build_model(config)
         train_config = TrainConfig(seed=0)
-        data, n_batches = _tf_dataset(blocks, train_config, config)
+        data, n_batches = training_dataset(blocks, train_config, config)
         trainee.fit(data.take(2), epochs=1, shuffle=False, verbose=0)  # build and trace
         rates = []
         for _ in range(args.repeat):

@@ -44,7 +44,7 @@ class KronAgreement:
 
     @classmethod
     def of(cls, kron: pd.DataFrame) -> KronAgreement:
-        """Summarise a :func:`rcnnlib.photometry.kron_comparison` table."""
+        """Summarise a :func:`rcnnlib.hits.kron.kron_comparison` table."""
         offsets = kron.groupby("id")["offset"].first()
         dmag = np.abs(kron["dmag"].to_numpy(dtype=float))
         return cls(

@@ -157,7 +157,7 @@ def batches_per_epoch(blocks: list[Block], config: TrainConfig) -> int:
     return sum(b.n for b in blocks) // config.batch_size
 
 
-def _tf_dataset(blocks: list[Block], config: TrainConfig, model_config: Any):
+def training_dataset(blocks: list[Block], config: TrainConfig, model_config: Any):
     import tensorflow as tf
 
     steps = model_config.preprocess.n_steps
@@ -232,7 +232,7 @@ def train(
         keep = np.random.default_rng(config.seed).choice(len(val), config.max_val_sequences, replace=False)
         val = val.subset(np.sort(keep))
     val_x, val_y, val_w = targets(prepare(val, model_config.preprocess))
-    data, n_batches = _tf_dataset(train_blocks, config, model_config)
+    data, n_batches = training_dataset(train_blocks, config, model_config)
     if n_batches == 0:
         raise InputError(f"fewer training sequences than one batch ({config.batch_size})", simulations)
     with distribution_strategy().scope():
