@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> None:
     from rcnnlib.rcnn.model import build_model, last_step_proba, load_model, predict_proba
     from rcnnlib.rcnn.preprocess import prepare
     from rcnnlib.rcnn.stream import StreamingClassifier
-    from rcnnlib.rcnn.train import TrainConfig, training_dataset, plan_blocks
+    from rcnnlib.rcnn.train import TrainConfig, plan_blocks, training_dataset
     from rcnnlib.shards import open_sequences
     from rcnnlib.sim.simulate import simulate_to_disk
     from rcnnlib.sim.survey import Survey
