@@ -218,6 +218,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     import time
 
+    if args.workers > 1 or args.scheduler:
+        _needs_extra("dask", "dask", "distributed")
+
     from rcnnlib.sim.simulate import simulate_to_disk
 
     start = time.perf_counter()
@@ -432,7 +435,17 @@ def _add_book(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_book)
 
 
+def _needs_extra(extra: str, *modules: str) -> None:
+    """One line instead of a ModuleNotFoundError when an optional part is not installed."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InputError(f"needs {', '.join(missing)}: pip install 'rcnnlib[{extra}]'")
+
+
 def _book(args: argparse.Namespace) -> int:
+    _needs_extra("book", "papermill", "jupyter_book", "matplotlib", "ipykernel")
     from rcnnlib.book.runner import parse_overrides, run_book
 
     result = run_book(

@@ -85,3 +85,13 @@ def test_every_json_option_takes_a_file():
         for action in sub._actions:
             if "--json" in action.option_strings:
                 assert action.nargs is None and action.metavar == "FILE", name
+
+
+def test_a_missing_extra_is_one_line(monkeypatch, capsys):
+    """``pip install rcnnlib`` without [book]: `rcnnlib book` says which extra to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "papermill" else real(m, *a))
+    assert cli.main(["book", "--profile", "ci", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == "rcnnlib: error: needs papermill: pip install 'rcnnlib[book]'"
