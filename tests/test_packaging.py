@@ -45,10 +45,19 @@ def test_jupyter_book_is_v1():
 
 
 def test_the_core_install_classifies_without_the_book_stack():
-    """``pip install rcnnlib``: no module outside rcnnlib/book imports the book's or Dask's packages at top."""
+    """``pip install rcnnlib``: no module outside rcnnlib/book imports book or Dask packages at top."""
     import ast
 
-    optional = {"matplotlib", "papermill", "jupyter_book", "IPython", "nbformat", "bs4", "dask", "distributed"}
+    optional = {
+        "matplotlib",
+        "papermill",
+        "jupyter_book",
+        "IPython",
+        "nbformat",
+        "bs4",
+        "dask",
+        "distributed",
+    }
     offenders = []
     for path in (REPO_ROOT / "rcnnlib").rglob("*.py"):
         if "book" in path.relative_to(REPO_ROOT / "rcnnlib").parts[:1]:
