@@ -76,3 +76,66 @@ def confusion(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.nda
     m = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(true), np.asarray(predicted)), 1)
     return m
+
+
+BOOTSTRAP_SAMPLES = 2000
+"""Resamples of the test objects behind every 95 % interval (Monte-Carlo error of a bound ~0.002)."""
+
+
+def _boot_recall(
+    labels: np.ndarray, predictions: np.ndarray, draws: Sequence[Draw], classes: Sequence[int], picks: list
+) -> np.ndarray:
+    """(B, classes) recall averaged over draws, for the bootstrap samples ``picks`` (one per draw)."""
+    total = np.zeros((picks[0].shape[0], len(classes)))
+    for draw, pick in zip(draws, picks, strict=True):
+        y = labels[draw.test][pick]  # (B, m)
+        p = predictions[draw.repeat][draw.test][pick]
+        for j, c in enumerate(classes):
+            members = y == c
+            with np.errstate(invalid="ignore"):
+                total[:, j] += ((p == c) & members).sum(1) / members.sum(1)
+    return total / len(draws)
+
+
+def bootstrap_recall(
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    draws: Sequence[Draw],
+    class_names: Sequence[str],
+    classes: Sequence[int],
+    other: np.ndarray | None = None,
+    seed: int = 0,
+    n_boot: int = BOOTSTRAP_SAMPLES,
+) -> dict[str, object]:
+    """95 % confidence intervals of the macro and per-class recall from the luck of the test objects.
+
+    ``predictions[r]`` holds draw ``r``'s predicted label of every real sequence
+    (only its test set is read). Each bootstrap sample redraws every draw's test
+    set with replacement and averages the recalls over draws, as the reported
+    figure is. With ``other`` (a second method's predictions on the same draws) the
+    same samples give the paired difference (this method minus the other): its
+    interval and the one-sided fraction of samples where it is not positive.
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2026,)))
+    picks = [rng.integers(0, d.test.size, size=(n_boot, d.test.size)) for d in draws]
+    recall = _boot_recall(labels, predictions, draws, classes, picks)
+    macro = np.nanmean(recall, axis=1)
+    out: dict[str, object] = {
+        "macro_recall_ci": np.nanpercentile(macro, [2.5, 97.5]).tolist(),
+        "recall_ci": {
+            class_names[c]: np.nanpercentile(recall[:, j], [2.5, 97.5]).tolist()
+            for j, c in enumerate(classes)
+        },
+        "bootstrap_samples": n_boot,
+    }
+    if other is not None:
+        difference = macro - np.nanmean(
+            _boot_recall(labels, np.asarray(other), draws, classes, picks), axis=1
+        )
+        out["difference"] = {
+            "macro_recall": float(np.nanmean(difference)),
+            "ci": np.nanpercentile(difference, [2.5, 97.5]).tolist(),
+            "p_not_better": float(np.mean(difference <= 0)),
+        }
+    return out

@@ -112,9 +112,20 @@ def test_cli_writes_the_json_schema(hits_root, tmp_path, monkeypatch, capsys):
     argv += ["--train-classes", "SN", "RRL", "EB", "NV", "AST"]
     assert main(argv) == 0
     data = json.loads(out.read_text())
-    assert set(data) == {"sim_only", "augmented", "n_test"}
-    assert set(data["sim_only"]) == {"macro_recall", "recall"}
-    assert set(data["augmented"]) == {"macro_recall", "macro_recall_std", "recall"}
+    assert set(data) == {"sim_only", "augmented", "n_test", "augmented_predictions"}
+    assert set(data["sim_only"]) == {"macro_recall", "recall", "macro_recall_ci", "recall_ci"}
+    assert set(data["augmented"]) == {
+        "macro_recall",
+        "macro_recall_std",
+        "recall",
+        "macro_recall_ci",
+        "recall_ci",
+        "difference",
+    }
+    for block in ("sim_only", "augmented"):  # the interval holds the figure it bounds
+        lo, hi = data[block]["macro_recall_ci"]
+        assert lo <= data[block]["macro_recall"] <= hi
+    assert len(data["augmented_predictions"]) == 2  # one row per draw, for paired comparisons
     assert set(data["n_test"]) == set(data["sim_only"]["recall"]) == {"SN", "RRL", "EB", "NV"}
     values = [data["sim_only"]["macro_recall"], data["augmented"]["macro_recall"]]
     values += list(data["sim_only"]["recall"].values()) + list(data["augmented"]["recall"].values())
@@ -143,3 +154,37 @@ def test_cli_bad_input_is_one_line(hits_root, capsys, extra, message):
 def test_cli_missing_hits_dir(tmp_path, capsys):
     assert main(["baseline", "--hits-dir", str(tmp_path / "nope")]) == 2
     assert "no such HiTS folder" in capsys.readouterr().err
+
+
+def test_bootstrap_intervals_follow_the_test_set_size():
+    """The 95 % interval of a recall is the luck of the test objects: wide for 30, narrow for 3,000."""
+    from rcnnlib.protocol import bootstrap_recall, few_shot_draws
+
+    rng = np.random.default_rng(0)
+    widths = {}
+    for n in (30, 3000):
+        labels = np.repeat([0, 1], n)
+        predictions = np.where(rng.random(2 * n) < 0.8, labels, 1 - labels)[None]  # recall 0.8 each
+        draws = few_shot_draws(labels, 0, 1, seed=0)
+        ci = bootstrap_recall(labels, predictions, draws, ["A", "B"], [0, 1], seed=0)
+        lo, hi = ci["macro_recall_ci"]
+        assert lo < 0.8 < hi
+        widths[n] = hi - lo
+    # binomial: 2 * 1.96 * sqrt(0.8 * 0.2 / (2 n)) = 0.20 for n = 30
+    assert widths[30] == pytest.approx(0.20, rel=0.25) and widths[3000] < widths[30] / 5
+
+
+def test_paired_difference_sees_a_better_method():
+    from rcnnlib.protocol import bootstrap_recall, few_shot_draws
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 60)
+    worse = np.where(rng.random(labels.size) < 0.6, labels, (labels + 1) % 3)
+    better = np.where(rng.random(labels.size) < 0.5, labels, worse)  # fixes half of the errors
+    draws = few_shot_draws(labels, 5, 3, seed=0)
+    stack = lambda p: np.tile(p, (3, 1))  # noqa: E731
+    found = bootstrap_recall(labels, stack(better), draws, ["A", "B", "C"], [0, 1, 2], stack(worse))
+    assert found["difference"]["macro_recall"] > 0.1 and found["difference"]["ci"][0] > 0
+    assert found["difference"]["p_not_better"] < 0.01
+    same = bootstrap_recall(labels, stack(worse), draws, ["A", "B", "C"], [0, 1, 2], stack(worse))
+    assert same["difference"]["macro_recall"] == 0 and same["difference"]["p_not_better"] == 1.0

@@ -96,6 +96,14 @@ def recall_table(
     counts = {c: int(n_test.get(c, 0)) for c in classes}
     table.insert(0, "test sequences", pd.Series({**counts, "macro recall": sum(counts.values())}))
     table = table.astype(object)  # strings and counts side by side; the paper's row adds dashes
+    if any("macro_recall_ci" in block for block in columns.values()):
+        ci = {
+            name: "–".join(f"{v:.2f}" for v in block["macro_recall_ci"])
+            if "macro_recall_ci" in block
+            else MISSING
+            for name, block in columns.items()
+        }
+        table.loc["macro recall, 95 % CI"] = pd.Series({"test sequences": MISSING, **ci})
     if paper is not None:
         row = {"test sequences": MISSING}
         row.update({name: MISSING if paper.get(name) is None else f"{paper[name]:.2f}" for name in columns})

@@ -41,7 +41,7 @@ from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.forest.features import dataset_features, feature_names
-from rcnnlib.protocol import few_shot_draws, macro_recall, recall_per_class
+from rcnnlib.protocol import bootstrap_recall, few_shot_draws, macro_recall, recall_per_class
 from rcnnlib.sim.simulate import plan_shards, simulate_shard
 from rcnnlib.sim.survey import Survey
 
@@ -232,14 +232,26 @@ def evaluate_forest(
     sim_runs = [recall_per_class(real_y[d.test], predicted[d.test], class_names, classes) for d in draws]
 
     per_repeat = []
+    augmented_predictions = np.full((len(draws), real_y.size), -1, dtype=np.int64)
     for draw in tqdm(draws, desc="augmented repeats", unit="repeat", file=sys.stderr, disable=not progress):
         forest = LightCurveForest(random_state=seed + 1 + draw.repeat, n_jobs=n_jobs, **params).fit(
             np.concatenate([sim_X, real_X[draw.train]]), np.concatenate([sim_y, real_y[draw.train]])
         )
-        rec = recall_per_class(real_y[draw.test], forest.predict(real_X[draw.test]), class_names, classes)
+        augmented_predictions[draw.repeat, draw.test] = forest.predict(real_X[draw.test])
+        rec = recall_per_class(
+            real_y[draw.test], augmented_predictions[draw.repeat, draw.test], class_names, classes
+        )
         per_repeat.append(rec)
-    result["sim_only"] = _mean_over_draws(sim_runs)
-    result["augmented"] = _mean_over_draws(per_repeat)
+    sim_predictions = np.tile(predicted, (len(draws), 1))
+    result["sim_only"] = {
+        **_mean_over_draws(sim_runs),
+        **bootstrap_recall(real_y, sim_predictions, draws, class_names, classes, seed=seed),
+    }
+    result["augmented"] = {
+        **_mean_over_draws(per_repeat),
+        **bootstrap_recall(real_y, augmented_predictions, draws, class_names, classes, sim_predictions, seed),
+    }
+    result["augmented_predictions"] = augmented_predictions
     test_labels = real_y[draws[0].test]
     result["n_test"] = {class_names[c]: int(np.sum(test_labels == c)) for c in classes}
     result["repeats"] = per_repeat
@@ -262,8 +274,19 @@ def json_summary(result: dict[str, Any]) -> dict[str, Any]:
     """Exactly the schema of ``rcnnlib baseline --json``: sim_only, augmented, n_test (and their keys)."""
     sim_only = result["sim_only"]
     return {
-        "sim_only": {"macro_recall": sim_only["macro_recall"], "recall": sim_only["recall"]},
-        "augmented": {k: result["augmented"][k] for k in ("macro_recall", "macro_recall_std", "recall")},
+        "sim_only": {k: sim_only[k] for k in ("macro_recall", "recall", "macro_recall_ci", "recall_ci")},
+        "augmented": {
+            k: result["augmented"][k]
+            for k in (
+                "macro_recall",
+                "macro_recall_std",
+                "recall",
+                "macro_recall_ci",
+                "recall_ci",
+                "difference",
+            )
+        },
+        "augmented_predictions": result["augmented_predictions"].tolist(),
         "n_test": result["n_test"],
     }
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.protocol import confusion, few_shot_draws, macro_recall, recall_per_class
+from rcnnlib.protocol import bootstrap_recall, confusion, few_shot_draws, macro_recall, recall_per_class
 from rcnnlib.rcnn.preprocess import ModelInput, prepare
 
 
@@ -125,6 +125,7 @@ def evaluate_on_real(
     tuned_confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     tuned_early = []
     tuned_predictions = np.full((repeats, len(real)), -1, dtype=np.int64)
+    alone_predictions = np.full((repeats, len(real)), -1, dtype=np.int64)
     tuned = None  # one fine-tuned model, reset to the base weights per draw (one traced graph)
     start = time.perf_counter()
     for draw in _progress(draws, progress):
@@ -135,27 +136,35 @@ def evaluate_on_real(
         )
         test_inputs = _take(inputs, test)
         alone = predict_proba(tuned, test_inputs.x, test_inputs.step_mask)
-        alone_runs.append(
-            _scores(
-                test_inputs.labels, last_step_proba(alone, test_inputs.step_mask).argmax(-1), names, classes
-            )
-        )
+        alone_predictions[draw.repeat, test] = last_step_proba(alone, test_inputs.step_mask).argmax(-1)
+        alone_runs.append(_scores(test_inputs.labels, alone_predictions[draw.repeat, test], names, classes))
         p = blend_proba(alone, proba[test], finetune_config.base_weight)
         pred = last_step_proba(p, test_inputs.step_mask).argmax(-1)
         tuned_predictions[draw.repeat, test] = pred
         tuned_runs.append(_scores(test_inputs.labels, pred, names, classes))
         tuned_confusion += confusion(test_inputs.labels, pred, len(names))
         tuned_early.append(early_recall(p, test_inputs, names, classes))
-    result["sim_only"] = _mean_std(sim_runs, present)
+    # 95 % intervals from the luck of the test objects (same resamples for every method: paired)
+    sim_predictions = np.tile(predicted, (repeats, 1))
+    result["sim_only_all"]["predicted"] = predicted.tolist()
+    result["sim_only"] = {
+        **_mean_std(sim_runs, present),
+        **bootstrap_recall(inputs.labels, sim_predictions, draws, names, classes, seed=seed),
+    }
     result["fine_tuned"] = {
         **_mean_std(tuned_runs, present),
         "confusion": tuned_confusion.tolist(),
         "early_recall": {n: np.mean([e[n] for e in tuned_early], axis=0).tolist() for n in present},
         "predictions": tuned_predictions.tolist(),
+        # "difference": fine-tuned minus simulation-only, on the same resamples of the same test sets
+        **bootstrap_recall(inputs.labels, tuned_predictions, draws, names, classes, sim_predictions, seed),
         "seconds_per_repeat": round((time.perf_counter() - start) / repeats, 1),
         "config": {k: v for k, v in vars(finetune_config).items() if k != "augmentation"},
     }
-    result["fine_tuned_alone"] = _mean_std(alone_runs, present)
+    result["fine_tuned_alone"] = {
+        **_mean_std(alone_runs, present),
+        **bootstrap_recall(inputs.labels, alone_predictions, draws, names, classes, seed=seed),
+    }
     result["n_test"] = {names[c]: int((real.labels[draws[0].test] == c).sum()) for c in classes}
     result["protocol"] = {"finetune_per_class": finetune_per_class, "repeats": repeats, "seed": seed}
     return result
