@@ -30,6 +30,7 @@ import pytest
 
 from rcnnlib.book import checks as bookcheck
 from rcnnlib.book import runner
+from rcnnlib.book.pdf import CHROMIUM_FLAGS as PDF_CHROMIUM_FLAGS
 from rcnnlib.book.pdf import chromium_path as library_chromium_path
 from rcnnlib.book.pdf import debian_tool as library_debian_tool
 
@@ -53,15 +54,7 @@ REQUIRED = {
 ERROR_SELECTOR = ".output.error, .output.traceback, .traceback, .ansi-red-fg"
 FORBIDDEN_TEXT = ("Traceback (most recent call last)", "{glue:", "{cite}")
 CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
+    *PDF_CHROMIUM_FLAGS,  # headless, no sandbox, no GPU, no background network traffic
     "--remote-allow-origins=*",
     "--remote-debugging-port=0",
     "--window-size=1280,900",

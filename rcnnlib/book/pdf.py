@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -82,24 +81,10 @@ def chromium_path(install: bool = True) -> str:
 
 
 def build_singlehtml(build_dir: Path) -> Path:
-    """``jupyter-book build --builder singlehtml`` on an executed book folder; returns the page."""
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-        "build",
-        "--builder",
-        "singlehtml",
-        str(build_dir),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    log = build_dir / "_build" / "jupyter-book-singlehtml.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stdout + proc.stderr)
-    page = build_dir / "_build" / "singlehtml" / "index.html"
-    if proc.returncode != 0 or not page.is_file():
-        raise InputError(f"single-page HTML build failed; full log in {log}", build_dir)
-    return page
+    """The whole executed book as one HTML page (``jupyter-book build --builder singlehtml``)."""
+    from rcnnlib.book.runner import build_html
+
+    return build_html(build_dir, builder="singlehtml") / "index.html"
 
 
 def print_pdf(page: Path, pdf: Path, timeout: float = 600) -> Path:

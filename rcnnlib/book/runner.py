@@ -872,20 +872,22 @@ def copy_book_sources(source_dir: Path, build_dir: Path) -> None:
             shutil.copy2(src, dest)
 
 
-def build_html(build_dir: Path) -> Path:
-    """``jupyter-book build`` on the build folder; returns ``_build/html``."""
+def build_html(build_dir: Path, builder: str = "html") -> Path:
+    """``jupyter-book build`` on the build folder; returns ``_build/<builder>`` (html or singlehtml)."""
     cmd = [
         sys.executable,
         "-c",
         "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
         "build",
+        "--builder",
+        builder,
         str(build_dir),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    log = build_dir / "_build" / "jupyter-book.log"
+    log = build_dir / "_build" / ("jupyter-book.log" if builder == "html" else f"jupyter-book-{builder}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(proc.stdout + proc.stderr)
-    html = build_dir / "_build" / "html"
+    html = build_dir / "_build" / builder
     if proc.returncode != 0 or not (html / "index.html").is_file():
         tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-1:]
         raise InputError(f"jupyter-book build failed ({' '.join(tail)}); full log in {log}", build_dir)
