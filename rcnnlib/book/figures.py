@@ -97,7 +97,7 @@ def new_figure(width: float, height: float) -> Figure:
 def plot_conditions(survey: Survey, columns: Sequence[str] = ("seeing", "sky", "limit_mag_5sigma")) -> Figure:
     """Conditions vs MJD for every field and epoch (left) and per-field medians with 16-84 % ranges (right).
 
-    Epochs failing the seeing cut are drawn as red crosses; the right column
+    Epochs failing the seeing cut are drawn as vermillion crosses; the right column
     uses only the epochs that pass it, as the simulator does.
     """
     epochs = survey.epochs
@@ -204,7 +204,7 @@ def plot_cadence(survey: Survey) -> Figure:
     ax_map.set_yticks(range(len(fields)), fields, fontsize=5)
     ax_map.set_ylabel("field")
     ax_map.set_xlabel("MJD")
-    ax_map.set_title("epochs of every field (colour: seeing; red ×: dropped by the seeing cut)", fontsize=10)
+    ax_map.set_title("epochs of every field (colour: seeing; vermillion ×: dropped by the cut)", fontsize=10)
     top.colorbar(points, ax=ax_map, label="seeing [arcsec]", pad=0.01)
 
     ax_gap, ax_night = bottom.subplots(1, 2)
@@ -266,7 +266,7 @@ def draw_strip(
     """Draw the sky-subtracted stamps of sequence ``i`` into a row of axes (unused axes hidden).
 
     Titles are days since the first epoch; ``*`` marks estimated conditions and a
-    red title an epoch with seeing >= ``max_seeing`` (dropped by the paper's cut).
+    vermillion title an epoch with seeing >= ``max_seeing`` (dropped by the paper's cut).
     """
     images, epochs = sky_subtracted(ds, i)
     norm = sequence_norm(images)
