@@ -48,25 +48,23 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------- argument types
-def seed(text: str) -> int:
-    """A seed: a non-negative integer (numpy refuses negative ones deep inside, with a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (>= 0), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (>= 0), got {value}")
-    return value
+def _whole_number(minimum: int, wording: str) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``, refused in one line while parsing."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wording}, got {text!r}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
-    return value
+seed = _whole_number(0, "a non-negative integer (>= 0)")  # numpy refuses negative seeds with a traceback
+positive_int = _whole_number(1, "a positive whole number")
 
 
 def _hits_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +37,59 @@ def real_hits(hits_root: Path) -> SequenceDataset:
 def first_per_class(ds: SequenceDataset, n: int) -> SequenceDataset:
     """The first ``n`` sequences of every class present: a small real sample with all classes."""
     return ds.subset(np.concatenate([np.flatnonzero(ds.labels == c)[:n] for c in np.unique(ds.labels)]))
+
+
+# ---------------------------------------------------------------------- helpers shared by test modules
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``rcnnlib ARGS`` in a fresh interpreter; a hang fails the test (TimeoutExpired) instead of blocking."""
+    return subprocess.run(
+        [sys.executable, "-m", "rcnnlib.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "RCNNLIB_VERBOSE"},
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2 and exactly one non-empty stderr line (``rcnnlib: error: ...``), no traceback; returns it."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("rcnnlib: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def stream_and_batch(model, config, ds: SequenceDataset) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per sequence: the batch probabilities at each valid step, and the stream's after each new step.
+
+    Every observed epoch is fed to one :class:`StreamingClassifier`; the batch path prepares the
+    same sequences without detection alignment, since a stream starts at its first epoch.
+    """
+    from dataclasses import replace
+
+    from rcnnlib.rcnn.model import predict_proba
+    from rcnnlib.rcnn.preprocess import prepare
+    from rcnnlib.rcnn.stream import StreamingClassifier
+
+    inputs = prepare(ds, replace(config.preprocess, align_on_detection=False))
+    batch = predict_proba(model, inputs.x, inputs.step_mask)
+    stream = StreamingClassifier(model=model, config=config)
+    out = []
+    for i in range(len(ds)):
+        stream.reset()
+        seen = []
+        for t in np.flatnonzero(ds.mask[i]):
+            before = stream.n_steps
+            proba = stream.update(ds.stamps[i, t], ds.mjd[i, t], ds.conditions[i, t])
+            if stream.n_steps > before:
+                seen.append(proba)
+        n = int(inputs.step_mask[i].sum())
+        assert len(seen) >= n, (ds.ids[i], n, len(seen))
+        out.append((batch[i, :n], np.array(seen[:n]).reshape(n, -1)))
+    return out

@@ -14,13 +14,12 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli, stream_and_batch
 
 from rcnnlib.dataset import CONDITION_NAMES, SequenceDataset
 from rcnnlib.errors import InputError
@@ -33,19 +32,6 @@ GOOD_CONDITIONS = (1.2, 150.0, 25.0, 23.5, 86.0, 1.2)  # seeing, sky, zero point
 
 
 # --------------------------------------------------------------------------- helpers
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``rcnnlib ARGS`` in a fresh interpreter; a hang fails the test (TimeoutExpired) instead of blocking."""
-    return subprocess.run(
-        [sys.executable, "-m", "rcnnlib.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if k != "RCNNLIB_VERBOSE"},
-    )
-
-
 def snapshot(root: Path) -> dict[str, str]:
     """Every entry under ``root``: its kind, or for a regular file its content hash (FIFOs stay closed)."""
     out = {}
@@ -58,24 +44,12 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2 and exactly one non-empty stderr line, no traceback, containing every needle."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0].startswith("rcnnlib: error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def refused_without_trace(
     tmp_path: Path, *args: str, needles: tuple[str, ...] = (), timeout: float = 300
 ) -> str:
     """Run a command expected to be refused; the folder it works in must be exactly as before."""
     before = snapshot(tmp_path)
-    line = assert_refused(run_cli(*args, cwd=tmp_path, timeout=timeout), *needles)
+    line = assert_one_line_error(run_cli(*args, cwd=tmp_path, timeout=timeout), *needles)
     assert snapshot(tmp_path) == before, "files left behind or input changed"
     return line
 
@@ -501,32 +475,6 @@ def test_simulate_with_a_malformed_survey_is_one_line(case, tmp_path):
 
 
 # --------------------------------------------------------------------------- stream = batch on odd input
-def _batch_and_stream(model, config, ds: SequenceDataset) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per sequence: the batch probabilities at each valid step and the stream's after each step."""
-    from dataclasses import replace
-
-    from rcnnlib.rcnn.model import predict_proba
-    from rcnnlib.rcnn.preprocess import prepare
-    from rcnnlib.rcnn.stream import StreamingClassifier
-
-    inputs = prepare(ds, replace(config.preprocess, align_on_detection=False))  # a stream starts at its start
-    batch = predict_proba(model, inputs.x, inputs.step_mask)
-    stream = StreamingClassifier(model=model, config=config)
-    out = []
-    for i in range(len(ds)):
-        stream.reset()
-        seen = []
-        for t in np.flatnonzero(ds.mask[i]):
-            before = stream.n_steps
-            proba = stream.update(ds.stamps[i, t], ds.mjd[i, t], ds.conditions[i, t])
-            if stream.n_steps > before:
-                seen.append(proba)
-        n = int(inputs.step_mask[i].sum())
-        assert len(seen) >= n
-        out.append((batch[i, :n], np.array(seen[:n]).reshape(n, -1)))
-    return out
-
-
 ODD_EPOCHS = {  # name: (condition, value, epochs)
     "nan-seeing": ("seeing", np.nan, [2]),
     "beyond-cut": ("seeing", 2.6, [3, 4]),
@@ -555,7 +503,7 @@ def test_stream_and_batch_agree_on_odd_sequences(shipped, tmp_path):
     stacked = {key: np.stack([a[key] for a in arrays]) for key in arrays[0]}
     np.savez(tmp_path / "odd.npz", **stacked)
     ds = read_sequences(tmp_path / "odd.npz")  # the user-file path accepts them: non-finite = not measured
-    for (batch, stream), case in zip(_batch_and_stream(model, config, ds), ODD_EPOCHS, strict=True):
+    for (batch, stream), case in zip(stream_and_batch(model, config, ds), ODD_EPOCHS, strict=True):
         assert len(batch) > 0, case
         np.testing.assert_allclose(stream, batch, atol=2e-5, err_msg=case)
 

@@ -20,32 +20,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 
 from rcnnlib.errors import InputError
 from rcnnlib.shards import ShardedDataset
 from rcnnlib.sim.simulate import simulate_to_disk
-
-
-def rcnnlib(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rcnnlib.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, one non-empty line on stderr (``rcnnlib: error: ...``), no traceback; returns the line."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0].startswith("rcnnlib: error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -134,7 +113,7 @@ def test_train_refuses_a_flipped_shard_before_training(sims_copy: Path, tmp_path
     flip_stamp_byte(sims_copy / "shard-000003.h5")
     model = tmp_path / "model"
     start = time.perf_counter()
-    proc = rcnnlib("train", str(sims_copy), "--out", str(model), "--epochs", "1", "--batch-size", "4")
+    proc = run_cli("train", str(sims_copy), "--out", str(model), "--epochs", "1", "--batch-size", "4")
     assert_one_line_error(proc, "shard-000003.h5", "fingerprint")
     assert time.perf_counter() - start < 60  # fails on the check, not after a training
     assert not model.exists() and not leftovers(tmp_path)
@@ -199,7 +178,7 @@ def test_unparsable_manifest_is_one_line(sims_copy: Path, tmp_path: Path, text: 
         ShardedDataset(sims_copy)
     assert err.value.path == manifest and problem in err.value.problem
     if text.startswith("{"):  # and once through the command line
-        proc = rcnnlib("train", str(sims_copy), "--out", str(tmp_path / "model"), "--batch-size", "4")
+        proc = run_cli("train", str(sims_copy), "--out", str(tmp_path / "model"), "--batch-size", "4")
         assert_one_line_error(proc, "manifest.json", problem)
         assert not (tmp_path / "model").exists()
 
@@ -217,7 +196,7 @@ def test_manifest_pointing_outside_the_folder_is_refused(sims_copy: Path) -> Non
     manifest = json.loads((sims_copy / "manifest.json").read_text())
     manifest["shards"][0]["file"] = "../outside.h5"
     (sims_copy / "manifest.json").write_text(json.dumps(manifest))
-    proc = rcnnlib("train", str(sims_copy), "--out", str(sims_copy.parent / "model"), "--batch-size", "4")
+    proc = run_cli("train", str(sims_copy), "--out", str(sims_copy.parent / "model"), "--batch-size", "4")
     assert_one_line_error(proc, "manifest.json", "shards[0].file")
 
 
@@ -228,7 +207,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path: Path) -> Non
     (mine / "thesis.tex").write_text("three years of work")
     (mine / "sub" / "data.csv").write_text("1,2,3\n")
     before = snapshot(mine)
-    proc = rcnnlib("simulate", "--n-per-class", "1", "--fields", "01", "--out", str(mine), "--overwrite")
+    proc = run_cli("simulate", "--n-per-class", "1", "--fields", "01", "--out", str(mine), "--overwrite")
     assert_one_line_error(proc, "mine", "not a dataset")
     assert snapshot(mine) == before
     assert not leftovers(tmp_path)
@@ -240,7 +219,7 @@ def test_overwrite_refuses_a_dataset_holding_other_files(tmp_path: Path) -> None
     simulate_to_disk("hits2015", out, 1, fields=["01"], classes=("NV",), progress=False)
     (out / "my_notes.txt").write_text("keep me")
     before = snapshot(out)
-    proc = rcnnlib("simulate", "--n-per-class", "1", "--fields", "01", "--out", str(out), "--overwrite")
+    proc = run_cli("simulate", "--n-per-class", "1", "--fields", "01", "--out", str(out), "--overwrite")
     assert_one_line_error(proc, "sim")
     assert snapshot(out) == before and not leftovers(tmp_path)
 
@@ -264,7 +243,7 @@ def test_out_is_the_current_folder_or_a_parent(tmp_path: Path, out: str) -> None
     cwd.mkdir(parents=True)
     (cwd / "keep.txt").write_text("keep")
     before = snapshot(tmp_path)
-    proc = rcnnlib(
+    proc = run_cli(
         "simulate", "--n-per-class", "1", "--fields", "01", "--out", out, "--overwrite", cwd=cwd, timeout=300
     )
     assert_one_line_error(proc, "current folder or one of its parents")
@@ -284,7 +263,7 @@ def test_unusable_out_fails_before_any_work(sims: Path, tmp_path: Path, command:
         else ["train", str(sims), "--epochs", "1", "--batch-size", "4"]
     )
     start = time.perf_counter()
-    proc = rcnnlib(*args, "--out", str(out))
+    proc = run_cli(*args, "--out", str(out))
     assert_one_line_error(proc, str(out))
     assert time.perf_counter() - start < 60
     assert blocker.read_text() == "not a folder" and not leftovers(tmp_path)
@@ -294,7 +273,7 @@ def test_train_refuses_an_existing_folder_that_is_not_a_model(sims: Path, tmp_pa
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "results.csv").write_text("a,b\n")
-    proc = rcnnlib("train", str(sims), "--out", str(mine), "--epochs", "1", "--batch-size", "4")
+    proc = run_cli("train", str(sims), "--out", str(mine), "--epochs", "1", "--batch-size", "4")
     assert_one_line_error(proc, "not a model folder")
     assert snapshot(mine) == {"results.csv": b"a,b\n"}
 
@@ -312,7 +291,7 @@ def test_train_refuses_an_existing_folder_that_is_not_a_model(sims: Path, tmp_pa
 )
 def test_nonsense_simulation_parameters(tmp_path: Path, args: list[str], problem: str) -> None:
     out = tmp_path / "sim"
-    proc = rcnnlib("simulate", "--n-per-class", "1", "--fields", "01", "--out", str(out), *args)
+    proc = run_cli("simulate", "--n-per-class", "1", "--fields", "01", "--out", str(out), *args)
     assert_one_line_error(proc, problem)
     assert list(tmp_path.iterdir()) == []
 
@@ -368,7 +347,7 @@ def test_stale_partial_folders_are_swept_and_only_ours(tmp_path: Path) -> None:
     (foreign / "notes.txt").write_text("keep")
     alive = tmp_path / f".sim.partial-{os.getppid()}"  # a running process's: kept
     alive.mkdir()
-    proc = rcnnlib(
+    proc = run_cli(
         "simulate", "--n-per-class", "1", "--fields", "01", "--classes", "NV", "--out", str(tmp_path / "sim")
     )
     assert proc.returncode == 0, proc.stderr

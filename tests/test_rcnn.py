@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import first_per_class
+from conftest import first_per_class, stream_and_batch
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
@@ -110,22 +110,10 @@ def test_streaming_equals_batch(real, tiny_model_dir, legacy):
 
 
 def assert_stream_matches_batch(model, config: ModelConfig, ds: SequenceDataset) -> None:
-    """Feed every observed epoch to the stream; after each new step it must give the batch's probabilities."""
-    batch_config = replace(config.preprocess, align_on_detection=False)
-    inputs = prepare(ds, batch_config)
-    batch = predict_proba(model, inputs.x, inputs.step_mask)
-    stream = StreamingClassifier(model=model, config=config)
-    for i in range(len(ds)):
-        stream.reset()
-        seen = []
-        for t in np.flatnonzero(ds.mask[i]):
-            before = stream.n_steps
-            proba = stream.update(ds.stamps[i, t], ds.mjd[i, t], ds.conditions[i, t])
-            if stream.n_steps > before:
-                seen.append(proba)
-        n = int(inputs.step_mask[i].sum())
-        assert n > 0 and len(seen) >= n, (ds.ids[i], n, len(seen))
-        np.testing.assert_allclose(np.array(seen[:n]), batch[i, :n], atol=1e-5, err_msg=ds.ids[i])
+    """After each new step, the stream must give the batch's probabilities."""
+    for i, (batch, stream) in enumerate(stream_and_batch(model, config, ds)):
+        assert len(batch) > 0, ds.ids[i]
+        np.testing.assert_allclose(stream, batch, atol=1e-5, err_msg=ds.ids[i])
 
 
 def test_streaming_equals_batch_for_the_shipped_model_on_real_sequences(real):

@@ -54,9 +54,9 @@ def notebook_figures(notebook: Any) -> NotebookFigures:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             n_images += sum(kind in data for kind in IMAGE_TYPES)
-            text = data.get("text/plain", "") if not any(k in data for k in IMAGE_TYPES) else ""
-            text += output.get("text", "") if output.get("output_type") == "stream" else ""
-            reprs += len(FIGURE_REPR.findall("".join(text)))
+            # a figure that reached the page only as text: a text/plain repr without an image beside it
+            text = "" if any(k in data for k in IMAGE_TYPES) else data.get("text/plain", "")
+            reprs += len(FIGURE_REPR.findall(text + output.get("text", "")))
         images += n_images
         if n_images:
             figure_cells += 1

@@ -125,6 +125,6 @@ def print_pdf(page: Path, pdf: Path, timeout: float = 600) -> Path:
 
 
 def build_pdf(build_dir: Path, pdf: Path | None = None) -> Path:
-    """The whole executed book as ``<build_dir>/../<profile>/book.pdf`` (default: ``build_dir/book.pdf``)."""
+    """The whole executed book printed to ``pdf`` (default: build/<profile>/book.pdf)."""
     page = build_singlehtml(build_dir)
     return print_pdf(page, pdf or build_dir / "book.pdf")

@@ -123,12 +123,8 @@ COLUMN_LABELS: dict[str, str] = {
     "exp_time": "exposure [s]",
     "limit_mag_5sigma": "5σ depth [mag]",
     "airmass": "airmass",
-    "gain": "gain [e⁻/ADU]",
-    "read_noise": "read noise [e⁻]",
-    "sky_min": "sky, least [ADU]",
-    "sky_max": "sky, most [ADU]",
 }
-"""Reader-facing names, with units, of the library's column names (survey summaries, conditions)."""
+"""Reader-facing names, with units, of :meth:`rcnnlib.sim.survey.Survey.summary`'s columns."""
 
 
 def readable_columns(table: pd.DataFrame) -> pd.DataFrame:
