@@ -40,7 +40,7 @@ from tqdm import tqdm
 from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.forest.features import dataset_features, feature_names
+from rcnnlib.forest.features import SELECTION_FEATURES, dataset_features, feature_names
 from rcnnlib.protocol import bootstrap_recall, few_shot_draws, macro_recall, recall_per_class
 from rcnnlib.sim.simulate import plan_shards, simulate_shard
 from rcnnlib.sim.survey import Survey
@@ -67,6 +67,11 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
     it fixes what the baseline needs (class-balanced weights, since simulated and
     real class mixes differ; missing features from too-short light curves passed
     through to the trees) and exposes ``feature_importances_``.
+
+    ``ignored_features`` name columns of :func:`~rcnnlib.forest.features.extract_features`
+    the trees never see (default: the brightness features, whose real-vs-simulated
+    shift is the catalogues' selection, see :data:`~rcnnlib.forest.features.SELECTION_FEATURES`).
+    They apply only to a matrix of exactly those columns; any other matrix is used whole.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
         class_weight: str | dict | None = "balanced",
         random_state: int | None = None,
         n_jobs: int | None = None,
+        ignored_features: tuple[str, ...] = SELECTION_FEATURES,
     ):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -86,15 +92,17 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.ignored_features = ignored_features
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LightCurveForest:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> LightCurveForest:
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan")
         check_classification_targets(y)
+        self.used_columns_ = used_columns(X.shape[1], self.ignored_features)
         self.forest_ = RandomForestClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,
@@ -103,7 +111,7 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
             class_weight=self.class_weight,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
-        ).fit(X, y)
+        ).fit(X[:, self.used_columns_], y, sample_weight=sample_weight)
         self.classes_ = self.forest_.classes_
         return self
 
@@ -116,7 +124,7 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
         overhead (~7x faster for one row of a 200-tree forest).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")[:, self.used_columns_]
         if X.shape[0] > SMALL_BATCH:
             return self.forest_.predict_proba(X)
         X32 = np.ascontiguousarray(X, dtype=np.float32)  # the trees' own input type
@@ -132,9 +140,19 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
 
     @property
     def feature_importances_(self) -> np.ndarray:
-        """Mean decrease in impurity of each feature (sums to 1)."""
+        """Mean decrease in impurity of each input column (sums to 1; 0 for ignored features)."""
         check_is_fitted(self)
-        return self.forest_.feature_importances_
+        importances = np.zeros(self.n_features_in_)
+        importances[self.used_columns_] = self.forest_.feature_importances_
+        return importances
+
+
+def used_columns(n_columns: int, ignored_features: Sequence[str]) -> np.ndarray:
+    """Columns a :class:`LightCurveForest` trains on: all, unless ``X`` is exactly the features."""
+    names = feature_names()
+    if n_columns != len(names):
+        return np.arange(n_columns)
+    return np.flatnonzero([name not in ignored_features for name in names])
 
 
 def tune_forest(

@@ -33,6 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.photometry import psf_light_curve
+from rcnnlib.stamps import MAD_TO_SIGMA, night_of
 
 SOFTENING_UJY = 0.28
 """Asinh-magnitude softening ``b`` (microjansky): the 1-sigma flux noise of an epoch at the HiTS 2015
@@ -96,6 +97,24 @@ def flux_extractor() -> lc.Extractor:
 
 HANDMADE_NAMES: tuple[str, ...] = ("flux_max_snr", "flux_detected_fraction")
 """Not in ``light-curve``: the largest per-epoch S/N and the fraction of epochs above 3 sigma."""
+SHAPE_NAMES: tuple[str, ...] = (
+    "night_sign_change_fraction",
+    "night_eta",
+    "night_intra_to_inter_scatter",
+    "flux_baseline_fraction",
+    "flux_relative_amplitude",
+    "mag_scatter_to_error",
+)
+"""Scale-free shape features, most of them of the nightly means (see :func:`shape_features`)."""
+SELECTION_FEATURES: tuple[str, ...] = ("mag_weighted_mean", "flux_max_snr", "flux_chi2")
+"""Features that measure how bright an object is rather than how it varies. The real labelled HiTS
+objects are far brighter than the simulated ones (median 16.9 vs 21.8 mag for eclipsing binaries,
+18.5 vs 21.9 for non-variables), a selection of the catalogues, not a property of the classes, so the
+forest ignores them (:class:`rcnnlib.forest.baseline.LightCurveForest`); the book still draws them."""
+EXTREME_EPOCHS = 3
+"""Epochs averaged for a light curve's robust minimum (baseline) and maximum (peak) flux."""
+BASELINE_LEVEL = 0.2
+"""An epoch is "at baseline" below baseline + this fraction of the peak-to-baseline range."""
 
 
 def feature_names() -> list[str]:
@@ -104,6 +123,7 @@ def feature_names() -> list[str]:
         [f"mag_{n}" for n in magnitude_extractor().names]
         + [f"flux_{n}" for n in flux_extractor().names]
         + list(HANDMADE_NAMES)
+        + list(SHAPE_NAMES)
     )
 
 
@@ -148,11 +168,68 @@ def extract_features(
     out[rows, n_mag : n_mag + n_flux] = flux_extractor().many(
         flux_curves, fill_value=np.nan, sorted=True, n_jobs=n_jobs
     )
+    n_shape = len(SHAPE_NAMES)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = np.where(usable, flux / err, np.nan)[rows]
-        out[rows, -2] = np.nanmax(snr, axis=1)
-        out[rows, -1] = (snr > DETECTION_SIGMA).sum(axis=1) / usable[rows].sum(axis=1)
+        out[rows, -n_shape - 2] = np.nanmax(snr, axis=1)
+        out[rows, -n_shape - 1] = (snr > DETECTION_SIGMA).sum(axis=1) / usable[rows].sum(axis=1)
+    out[rows, -n_shape:] = shape_features(mjd[rows], flux[rows], mag[rows], mag_err[rows], usable[rows])
     return out
+
+
+def shape_features(
+    mjd: np.ndarray, flux: np.ndarray, mag: np.ndarray, mag_err: np.ndarray, usable: np.ndarray
+) -> np.ndarray:
+    """The :data:`SHAPE_NAMES` features (N, 6) of N light curves (N, T) with ``usable`` epochs.
+
+    Why: the FATS-style set leans on brightness and signal-to-noise, which differ between the
+    simulated and the real labelled objects for reasons of selection. These describe the shape
+    alone, on the nights HiTS observed (up to 4 epochs a night, see :func:`rcnnlib.stamps.night_of`):
+    how often the nightly mean changes direction and its von Neumann ratio (slow transients and
+    Cepheids are smooth from night to night, short-period stars are not); the scatter within a
+    night over that between nights (RR Lyrae and eclipsing binaries vary within hours); the
+    fraction of epochs near the light curve's minimum and the peak-to-baseline range over their
+    sum in flux (a transient sits at its host's level, then rises far above it); and the robust
+    scatter of the magnitudes in units of their typical error (a non-variable's is about 1).
+    Rows need at least 3 nights for the nightly features (else NaN).
+    """
+    n, t = mjd.shape
+    rows = np.arange(n)[:, None]
+    order = np.argsort(np.where(usable, mjd, np.inf), axis=1, kind="stable")  # usable epochs first, in time
+    ok = np.take_along_axis(usable, order, axis=1)
+    time, f, m = (np.take_along_axis(a, order, axis=1) for a in (mjd, flux, mag))
+    night = night_of(np.where(ok, time, 0.0))
+    first = np.ones((n, 1), dtype=bool)
+    starts = ok & np.concatenate([first, night[:, 1:] != night[:, :-1]], axis=1)
+    group = rows * t + np.cumsum(starts, axis=1) - 1  # night k of row i is group i * T + k
+    count = np.bincount(group[ok], minlength=n * t).reshape(n, t).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nightly = np.bincount(group[ok], weights=m[ok], minlength=n * t).reshape(n, t) / count
+        step = np.diff(nightly, axis=1)  # NaN beyond the last night
+        pairs = np.isfinite(step[:, 1:]) & np.isfinite(step[:, :-1])
+        changes = (np.sign(step[:, 1:]) != np.sign(step[:, :-1])) & pairs
+        sign_change = changes.sum(axis=1) / pairs.sum(axis=1)
+        nightly_var = np.nanvar(nightly, axis=1)
+        eta = np.nanmean(step**2, axis=1) / nightly_var
+        within = np.where(ok, m - nightly.ravel()[np.where(ok, group, 0)], np.nan)
+        repeated = ok & (count.ravel()[np.where(ok, group, 0)] > 1)
+        intra = np.sqrt(np.nanmean(np.where(repeated, within, np.nan) ** 2, axis=1))
+        intra_to_inter = intra / np.sqrt(nightly_var)
+        n_usable = ok.sum(axis=1)
+        ordered = np.sort(np.where(ok, f, np.nan), axis=1)  # NaN last
+        low = ordered[:, :EXTREME_EPOCHS].mean(axis=1)
+        top = np.clip(n_usable[:, None] - 1 - np.arange(EXTREME_EPOCHS), 0, None)
+        high = np.take_along_axis(ordered, top, axis=1).mean(axis=1)
+        span = high - low
+        near_low = np.where(ok, f, np.inf) < (low + BASELINE_LEVEL * span)[:, None]
+        at_baseline = near_low.sum(axis=1) / n_usable
+        relative = span / (np.abs(high) + np.abs(low))
+        mag_ok = np.where(usable, mag, np.nan)
+        mad = np.nanmedian(np.abs(mag_ok - np.nanmedian(mag_ok, axis=1, keepdims=True)), axis=1)
+        scatter_to_error = MAD_TO_SIGMA * mad / np.nanmedian(np.where(usable, mag_err, np.nan), axis=1)
+    enough_nights = (count > 0).sum(axis=1) >= 3
+    nightly_features = [np.where(enough_nights, a, np.nan) for a in (sign_change, eta, intra_to_inter)]
+    return np.stack([*nightly_features, at_baseline, relative, scatter_to_error], axis=1)
 
 
 def dataset_features(ds: SequenceDataset, n_jobs: int = 1) -> np.ndarray:
