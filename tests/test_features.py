@@ -9,6 +9,7 @@ from sklearn.pipeline import make_pipeline
 from rcnnlib.forest.baseline import LightCurveForest
 from rcnnlib.forest.features import (
     MIN_EPOCHS,
+    SELECTION_FEATURES,
     SOFTENING_UJY,
     LightCurveFeatures,
     asinh_magnitude,
@@ -115,3 +116,55 @@ def test_transformer_in_a_pipeline_classifies_light_curves():
     assert list(pipe[0].get_feature_names_out()) == feature_names()
     with pytest.raises(ValueError, match="packed"):
         LightCurveFeatures().fit(np.zeros((3, 7)))
+
+
+def test_shape_features_tell_noise_slow_transients_and_short_periods_apart():
+    """Noise: scatter ~ its error, turns often from night to night; a slow rise: never turns; an
+    0.3-day star varies within a night more than between nights, unlike a 20-day one."""
+    rng = np.random.default_rng(5)
+    n_constant = 30
+    mjd = cadence(n_constant + 3, rng)
+    days = mjd - mjd[:, :1]
+    flux = (
+        np.concatenate(
+            [
+                np.full((n_constant, T), 100.0),  # non-variables
+                5.0 + 4.0 * days[n_constant:][:1],  # a transient rising over the whole sequence
+                100.0 * (1 + 0.3 * np.sin(2 * np.pi * days[n_constant:][1:2] / 0.3)),
+                100.0 * (1 + 0.3 * np.sin(2 * np.pi * days[n_constant:][2:] / 20.0)),
+            ]
+        )
+        + rng.normal(0, 0.3, mjd.shape)
+    )
+    X = extract_features(mjd, flux, np.full(mjd.shape, 0.3))
+    constant, (rise, short, long) = X[:n_constant], X[n_constant:]
+    assert np.median(constant[:, column("mag_scatter_to_error")]) == pytest.approx(1.0, abs=0.15)
+    assert min(rise[column("mag_scatter_to_error")], short[column("mag_scatter_to_error")]) > 10
+    turns = column("night_sign_change_fraction")
+    assert rise[turns] == 0.0 and np.median(constant[:, turns]) >= 0.4
+    intra = column("night_intra_to_inter_scatter")
+    assert short[intra] > 0.5 and long[intra] < 0.1
+    relative = column("flux_relative_amplitude")
+    assert rise[relative] > 0.8 and np.median(constant[:, relative]) < 0.05
+    at_baseline = column("flux_baseline_fraction")
+    assert rise[at_baseline] < np.median(constant[:, at_baseline])
+
+
+def test_forest_ignores_the_brightness_features():
+    """Classes that differ only in brightness: the default forest cannot tell them apart, a forest told
+    to use every feature can, and the ignored columns get no importance."""
+    rng = np.random.default_rng(6)
+    n = 80
+    mjd = cadence(n, rng)
+    y = np.repeat([0, 1], n // 2)
+    level = np.where(y == 1, 1000.0, 30.0)[:, None]
+    flux = level * (1 + 0.3 * np.sin(2 * np.pi * mjd / rng.uniform(0.3, 0.8, (n, 1))))
+    X = extract_features(mjd, flux + rng.normal(0, 0.3, (n, T)), np.full((n, T), 0.3))
+    ignored = [column(name) for name in SELECTION_FEATURES]
+    default = LightCurveForest(n_estimators=30, random_state=0).fit(X[::2], y[::2])
+    assert (default.feature_importances_[ignored] == 0).all()
+    shuffled = X.copy()
+    shuffled[:, ignored] = shuffled[rng.permutation(n)][:, ignored]
+    np.testing.assert_array_equal(default.predict_proba(shuffled), default.predict_proba(X))
+    everything = LightCurveForest(n_estimators=30, random_state=0, ignored_features=()).fit(X[::2], y[::2])
+    assert everything.feature_importances_[ignored].sum() > 0.05

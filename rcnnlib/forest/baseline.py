@@ -99,7 +99,7 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         return tags
 
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> LightCurveForest:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LightCurveForest:
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan")
         check_classification_targets(y)
         self.used_columns_ = used_columns(X.shape[1], self.ignored_features)
@@ -111,7 +111,7 @@ class LightCurveForest(ClassifierMixin, BaseEstimator):
             class_weight=self.class_weight,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
-        ).fit(X[:, self.used_columns_], y, sample_weight=sample_weight)
+        ).fit(X[:, self.used_columns_], y)
         self.classes_ = self.forest_.classes_
         return self
 
