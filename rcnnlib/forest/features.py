@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from rcnnlib.dataset import SequenceDataset
-from rcnnlib.photometry import psf_light_curve
+from rcnnlib.photometry import concentration, psf_light_curve
 from rcnnlib.stamps import MAD_TO_SIGMA, night_of
 
 SOFTENING_UJY = 0.28
@@ -106,6 +106,11 @@ SHAPE_NAMES: tuple[str, ...] = (
     "mag_scatter_to_error",
 )
 """Scale-free shape features, most of them of the nightly means (see :func:`shape_features`)."""
+STAMP_NAMES: tuple[str, ...] = ("stamp_concentration",)
+"""Not of the light curve but of the stamps it was measured on: :func:`rcnnlib.photometry.concentration`,
+outer over inner aperture flux, ~1.1 for a point source and more for a transient on its host galaxy
+(supernovae are otherwise confused with slow variables such as Cepheids). NaN when only light curves
+are given (:class:`LightCurveFeatures`)."""
 SELECTION_FEATURES: tuple[str, ...] = ("mag_weighted_mean", "flux_max_snr", "flux_chi2")
 """Features that measure how bright an object is rather than how it varies. The real labelled HiTS
 objects are far brighter than the simulated ones (median 16.9 vs 21.8 mag for eclipsing binaries,
@@ -124,6 +129,7 @@ def feature_names() -> list[str]:
         + [f"flux_{n}" for n in flux_extractor().names]
         + list(HANDMADE_NAMES)
         + list(SHAPE_NAMES)
+        + list(STAMP_NAMES)
     )
 
 
@@ -133,11 +139,13 @@ def extract_features(
     err_ujy: np.ndarray,
     mask: np.ndarray | None = None,
     n_jobs: int = 1,
+    stamp_concentration: np.ndarray | None = None,
 ) -> np.ndarray:
     """Features (N, F) of N light curves (N, T); columns named by :func:`feature_names`.
 
     Epochs that are masked or lack a finite, positive error are dropped; light
     curves with fewer than :data:`MIN_EPOCHS` usable epochs get a row of NaN.
+    ``stamp_concentration`` (N,) fills the :data:`STAMP_NAMES` column (NaN without it).
     """
     mjd, flux, err = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (mjd, flux_ujy, err_ujy))
     if not (mjd.shape == flux.shape == err.shape):
@@ -168,12 +176,17 @@ def extract_features(
     out[rows, n_mag : n_mag + n_flux] = flux_extractor().many(
         flux_curves, fill_value=np.nan, sorted=True, n_jobs=n_jobs
     )
-    n_shape = len(SHAPE_NAMES)
+    column = {name: j for j, name in enumerate(feature_names())}
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = np.where(usable, flux / err, np.nan)[rows]
-        out[rows, -n_shape - 2] = np.nanmax(snr, axis=1)
-        out[rows, -n_shape - 1] = (snr > DETECTION_SIGMA).sum(axis=1) / usable[rows].sum(axis=1)
-    out[rows, -n_shape:] = shape_features(mjd[rows], flux[rows], mag[rows], mag_err[rows], usable[rows])
+        out[rows, column["flux_max_snr"]] = np.nanmax(snr, axis=1)
+        detected = (snr > DETECTION_SIGMA).sum(axis=1) / usable[rows].sum(axis=1)
+        out[rows, column["flux_detected_fraction"]] = detected
+    shape = shape_features(mjd[rows], flux[rows], mag[rows], mag_err[rows], usable[rows])
+    out[np.ix_(rows, [column[name] for name in SHAPE_NAMES])] = shape
+    if stamp_concentration is not None:
+        stamp = np.asarray(stamp_concentration, dtype=np.float64).reshape(n)
+        out[rows, column["stamp_concentration"]] = stamp[rows]
     return out
 
 
@@ -233,9 +246,9 @@ def shape_features(
 
 
 def dataset_features(ds: SequenceDataset, n_jobs: int = 1) -> np.ndarray:
-    """PSF-weighted photometry of every sequence, then :func:`extract_features`: the forest's input."""
+    """PSF-weighted photometry and stamp concentration of every sequence, then :func:`extract_features`."""
     flux, err = psf_light_curve(ds)
-    return extract_features(ds.mjd, flux, err, ds.mask, n_jobs=n_jobs)
+    return extract_features(ds.mjd, flux, err, ds.mask, n_jobs=n_jobs, stamp_concentration=concentration(ds))
 
 
 def pack_light_curves(mjd: np.ndarray, flux_ujy: np.ndarray, err_ujy: np.ndarray) -> np.ndarray:
