@@ -32,6 +32,11 @@ def column(name: str) -> int:
     return feature_names().index(name)
 
 
+def of_light_curve(X: np.ndarray) -> np.ndarray:
+    """The columns computed from light curves alone (without the stamps' concentration)."""
+    return np.delete(X, column("stamp_concentration"), axis=-1)
+
+
 def test_shape_names_and_finite_on_ordinary_curves():
     rng = np.random.default_rng(0)
     mjd = cadence(5, rng)
@@ -42,7 +47,7 @@ def test_shape_names_and_finite_on_ordinary_curves():
     for required in ("amplitude", "stetson_K", "skew", "kurtosis", "anderson_darling", "linear_trend", "eta"):
         assert any(required in n for n in names), required
     assert any("periodogram_period" in n for n in names)
-    assert np.isfinite(X).all()
+    assert np.isfinite(of_light_curve(X)).all()
 
 
 def test_masked_epochs_are_ignored_and_short_curves_are_nan():
@@ -58,7 +63,7 @@ def test_masked_epochs_are_ignored_and_short_curves_are_nan():
     a = extract_features(mjd, flux, err, mask)
     b = extract_features(mjd, garbage, err, mask)
     np.testing.assert_array_equal(a[:2], b[:2])
-    assert np.isnan(a[2]).all() and np.isfinite(a[:2]).all()
+    assert np.isnan(a[2]).all() and np.isfinite(of_light_curve(a[:2])).all()
     # NaN fluxes (no photometry) count as masked too
     nan_flux = flux.copy()
     nan_flux[~mask] = np.nan
@@ -82,7 +87,7 @@ def test_non_detections_keep_their_epochs():
     flux = true + rng.normal(0, 0.3, true.shape)
     assert (flux < 0).any()
     X = extract_features(mjd, flux, np.full(true.shape, 0.3))
-    assert np.isfinite(X).all()
+    assert np.isfinite(of_light_curve(X)).all()
     assert X[0, column("flux_detected_fraction")] == pytest.approx(np.mean(flux / 0.3 > 3))
     assert X[0, column("flux_max_snr")] == pytest.approx(flux.max() / 0.3)
     constant = extract_features(
@@ -168,3 +173,17 @@ def test_forest_ignores_the_brightness_features():
     np.testing.assert_array_equal(default.predict_proba(shuffled), default.predict_proba(X))
     everything = LightCurveForest(n_estimators=30, random_state=0, ignored_features=()).fit(X[::2], y[::2])
     assert everything.feature_importances_[ignored].sum() > 0.05
+
+
+def test_stamp_concentration_fills_its_column_only_when_given():
+    rng = np.random.default_rng(7)
+    mjd = cadence(3, rng)
+    flux = 50.0 + rng.normal(0, 1.0, (3, T))
+    err = np.ones((3, T))
+    without = extract_features(mjd, flux, err)
+    given = extract_features(mjd, flux, err, stamp_concentration=np.array([1.1, 1.6, 1.3]))
+    stamp = column("stamp_concentration")
+    assert np.isnan(without[:, stamp]).all()
+    np.testing.assert_array_equal(given[:, stamp], [1.1, 1.6, 1.3])
+    others = np.arange(without.shape[1]) != stamp
+    np.testing.assert_array_equal(given[:, others], without[:, others])

@@ -14,6 +14,7 @@ from rcnnlib.hits.loader import load_hits
 from rcnnlib.photometry import (
     aperture_photometry,
     aperture_weights,
+    concentration,
     flux_to_mag,
     flux_to_microjansky,
     mag_error,
@@ -235,3 +236,27 @@ def test_kron_comparison_refuses_missing_light_curves(tmp_path, hits_root):
     ds = load_hits(hits_root, classes=("EB",))
     with pytest.raises(InputError, match="Kron light curve"):
         kron_comparison(ds, tmp_path)
+
+
+def test_concentration_tells_a_point_source_from_one_on_a_galaxy():
+    """A star's outer/inner aperture ratio is its PSF's, whatever its brightness; a host galaxy raises
+    it; masked epochs do not count; an empty stamp has none."""
+    seeing = np.array([1.0, 1.3, 1.8])
+    faint, bright = (moffat_star(np.full(3, flux), seeing) for flux in (2e3, 2e5))
+    host = np.stack([gaussian_star(2e5, 2.5)] * 3)  # an extended galaxy under the bright point source
+    stamps = np.stack([faint, bright, bright + host, np.zeros_like(faint)]) + 100.0
+    conditions = np.zeros((4, 3, len(CONDITION_NAMES)))
+    conditions[..., CONDITION_NAMES.index("seeing")] = seeing
+    mask = np.ones((4, 3), bool)
+    ds = SequenceDataset(
+        stamps, np.tile(np.arange(3.0), (4, 1)), conditions, mask, np.zeros(4, int), list("abcd")
+    )
+    ratio = concentration(ds)
+    assert ratio[0] == pytest.approx(ratio[1], rel=1e-6) and 1.0 < ratio[0] < 1.2
+    assert ratio[2] > ratio[0] + 0.1
+    assert np.isnan(ratio[3])
+    garbage = stamps.copy()
+    garbage[0, 1] = host[0] * 10 + 100.0
+    mask[0, 1] = False
+    masked = concentration(SequenceDataset(garbage, ds.mjd, conditions, mask, ds.labels, ds.ids))
+    assert masked[0] == pytest.approx(ratio[0], rel=0.01)
