@@ -83,11 +83,10 @@ def _json_file_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _write_json(path: Path | None, payload: object) -> None:
-    from rcnnlib.dataset import atomic_path
+    from rcnnlib.outputs import write_atomic
 
     if path is not None:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        write_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _check_json_file(path: Path | None) -> None:
@@ -444,7 +443,8 @@ def _needs_extra(extra: str, *modules: str) -> None:
 
 def _book(args: argparse.Namespace) -> int:
     _needs_extra("book", "papermill", "jupyter_book", "matplotlib", "ipykernel")
-    from rcnnlib.book.runner import parse_overrides, run_book
+    from rcnnlib.book.profiles import parse_overrides
+    from rcnnlib.book.runner import run_book
 
     result = run_book(
         profile=args.profile,

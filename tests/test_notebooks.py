@@ -11,11 +11,11 @@ import nbformat
 import pytest
 import yaml
 
-from rcnnlib.book import runner
+from rcnnlib.book import profiles
 
 REPO = Path(__file__).resolve().parents[1]
-TOC_NOTEBOOKS = runner.toc_notebooks(REPO)
-STAGES = {nb.stem: runner.declared_parameters(REPO / nb) for nb in TOC_NOTEBOOKS}
+TOC_NOTEBOOKS = profiles.toc_notebooks(REPO)
+STAGES = {nb.stem: profiles.declared_parameters(REPO / nb) for nb in TOC_NOTEBOOKS}
 
 
 def committed_notebooks() -> list[Path]:
@@ -61,9 +61,9 @@ def test_every_parameter_says_what_it_means(notebook: Path):
     assert not missing, f"{notebook}: parameters without a '# meaning' comment: {', '.join(missing)}"
 
 
-@pytest.mark.parametrize("profile", runner.available_profiles(runner.params_dir(REPO)))
+@pytest.mark.parametrize("profile", profiles.available_profiles(profiles.params_dir(REPO)))
 def test_every_profile_value_exists_in_its_notebook(profile: str):
-    spec = runner.load_profile(profile, runner.params_dir(REPO))
+    spec = profiles.load_profile(profile, profiles.params_dir(REPO))
     declared_anywhere = {name for params in STAGES.values() for name in params}
     for key in spec["common"]:
         # the runner injects a common value into every notebook that declares it: one must
@@ -72,12 +72,12 @@ def test_every_profile_value_exists_in_its_notebook(profile: str):
         assert stem in STAGES, f"{profile}: notebooks.{stem} is not a notebook of _toc.yml"
         for key in section:
             assert key in STAGES[stem], f"{profile}: notebooks.{stem}.{key} is not a parameter of {stem}"
-        provided = set(section) & set(runner.RUNNER_PROVIDED)
+        provided = set(section) & set(profiles.RUNNER_PROVIDED)
         assert not provided, f"{profile}: notebooks.{stem} sets {provided}, which the runner provides"
 
 
 def test_parameter_table_covers_every_parameter():
-    rows = runner.parameter_table(REPO)
+    rows = profiles.parameter_table(REPO)
     assert {(r["notebook"], r["parameter"]) for r in rows} == {
         (stem, name) for stem, params in STAGES.items() for name in params
     }
