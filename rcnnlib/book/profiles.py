@@ -133,6 +133,56 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
         raise InputError(f"cannot inspect notebook: {exc}".splitlines()[0], notebook) from None
 
 
+def _valid_keys(declared: Mapping[str, Mapping[str, Any]]) -> str:
+    """The keys a profile or ``-p`` may set, for error messages."""
+    names = sorted({name for params in declared.values() for name in params})
+    if not names:
+        return "none (no notebook declares parameters)"
+    stems = ", ".join(stem for stem, params in declared.items() if params)
+    return f"{', '.join(names)} (or NOTEBOOK.KEY for one notebook: {stems})"
+
+
+def _check_profile(declared: Mapping[str, Mapping[str, Any]], profile: Mapping[str, Any]) -> None:
+    """Every key of the profile is declared by a notebook it applies to: a typo never passes silently."""
+    all_names = {name for params in declared.values() for name in params}
+    source = profile.get("path")
+    for key in profile.get("common", {}):
+        if key not in all_names:
+            raise InputError(
+                f"common.{key} is declared by no notebook; valid keys: {_valid_keys(declared)}", source
+            )
+    for stem, section in profile.get("notebooks", {}).items():
+        if stem not in declared:
+            raise InputError(
+                f"notebooks.{stem}: no such notebook in _toc.yml ({', '.join(declared) or 'none'})", source
+            )
+        for key in section:
+            if key not in declared[stem]:
+                raise InputError(
+                    f"notebooks.{stem}.{key}: {stem} declares no such parameter "
+                    f"(it declares {', '.join(declared[stem]) or 'none'})",
+                    source,
+                )
+
+
+def _split_overrides(
+    declared: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``-p KEY`` values (for every notebook declaring KEY) and ``-p NOTEBOOK.KEY`` values, by notebook."""
+    all_names = {name for params in declared.values() for name in params}
+    plain: dict[str, Any] = {}
+    qualified: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        stem, dot, name = key.rpartition(".")
+        if dot and stem in declared and name in declared[stem]:
+            qualified.setdefault(stem, {})[name] = value
+        elif not dot and key in all_names:
+            plain[key] = value
+        else:
+            raise InputError(f"unknown parameter {key!r}; valid keys: {_valid_keys(declared)}")
+    return plain, qualified
+
+
 def resolve_parameters(
     declared: Mapping[str, Mapping[str, Any]],
     profile: Mapping[str, Any],
@@ -148,48 +198,13 @@ def resolve_parameters(
     ``origins``, if given, is filled with stem -> name -> which layer set the value
     (shown in the parameter box at the top of each executed chapter).
     """
-    overrides = dict(overrides or {})
-    provided = dict(provided or {})
-    all_names = sorted({name for params in declared.values() for name in params})
-    source = profile.get("path")
-
-    def valid_list() -> str:
-        if not all_names:
-            return "none (no notebook declares parameters)"
-        stems = ", ".join(stem for stem, params in declared.items() if params)
-        return f"{', '.join(all_names)} (or NOTEBOOK.KEY for one notebook: {stems})"
-
-    for key in profile.get("common", {}):
-        if key not in all_names:
-            raise InputError(f"common.{key} is declared by no notebook; valid keys: {valid_list()}", source)
-    for stem, section in profile.get("notebooks", {}).items():
-        if stem not in declared:
-            raise InputError(
-                f"notebooks.{stem}: no such notebook in _toc.yml ({', '.join(declared) or 'none'})", source
-            )
-        for key in section:
-            if key not in declared[stem]:
-                raise InputError(
-                    f"notebooks.{stem}.{key}: {stem} declares no such parameter "
-                    f"(it declares {', '.join(declared[stem]) or 'none'})",
-                    source,
-                )
-    plain: dict[str, Any] = {}
-    qualified: dict[str, dict[str, Any]] = {}
-    for key, value in overrides.items():
-        stem, dot, name = key.rpartition(".")
-        if dot and stem in declared and name in declared[stem]:
-            qualified.setdefault(stem, {})[name] = value
-        elif not dot and key in all_names:
-            plain[key] = value
-        else:
-            raise InputError(f"unknown parameter {key!r}; valid keys: {valid_list()}")
-
+    _check_profile(declared, profile)
+    plain, qualified = _split_overrides(declared, dict(overrides or {}))
+    name = profile.get("name", "profile")
     resolved: dict[str, dict[str, Any]] = {}
     for stem, params in declared.items():
-        name = profile.get("name", "profile")
-        layers = (
-            ("runner", provided),
+        layers = (  # lowest precedence first
+            ("runner", dict(provided or {})),
             (f"profile {name} (common)", profile.get("common", {})),
             (f"profile {name} (notebooks.{stem})", profile.get("notebooks", {}).get(stem, {})),
             ("command line (-p KEY)", plain),
