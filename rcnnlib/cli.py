@@ -19,6 +19,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rcnnlib.errors import InputError
 from rcnnlib.logs import VERBOSE_ENV, configure_logging
@@ -42,7 +43,7 @@ class OneLineParser(argparse.ArgumentParser):
     argparse prints the whole usage before its message; the usage is one ``--help`` away.
     """
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)  # "--seed must be ..."
         self.exit(2, f"rcnnlib: error: {message} (see {self.prog} --help)\n")
 

@@ -66,7 +66,7 @@ class SequenceDataset:
     mask: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
-    conditions_estimated: np.ndarray | None = None
+    conditions_estimated: np.ndarray = None  # type: ignore[assignment]  # None: all False (__post_init__)
     metadata: dict[str, Any] = field(default_factory=dict)
     class_names: tuple[str, ...] = CLASS_NAMES
 

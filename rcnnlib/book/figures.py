@@ -12,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from astropy.visualization import AsinhStretch, ImageNormalize, ManualInterval
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+from matplotlib.typing import RcKeyType
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.photometry import light_curve
@@ -50,8 +52,8 @@ OKABE_ITO: tuple[str, ...] = (
     "#F0E442",  # yellow
     "#000000",  # black
 )
-BOOK_STYLE: dict[str, object] = {
-    "axes.prop_cycle": mpl.cycler(color=OKABE_ITO),
+BOOK_STYLE: dict[RcKeyType, Any] = {
+    "axes.prop_cycle": cycler(color=OKABE_ITO),
     "image.cmap": "viridis",  # perceptually uniform, readable in grey and by colour-blind readers
 }
 
@@ -209,7 +211,7 @@ def plot_cadence(survey: Survey) -> Figure:
     fields = survey.fields
     row = {f: i for i, f in enumerate(fields)}
     fig = new_figure(13, 8)
-    top, bottom = fig.subfigures(2, 1, height_ratios=(1.6, 1))
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.6, 1), squeeze=False)[:, 0]
     ax_map = top.subplots()
     points = ax_map.scatter(
         usable["mjd"],
@@ -569,7 +571,7 @@ def plot_realism(
         title="noise of the sky-subtracted stamp",
     )
     ax_noise.legend(fontsize=7, markerscale=3)
-    _scatter_pair(ax_fwhm, *fwhm, "seeing", "fwhm_arcsec")
+    _scatter_pair(ax_fwhm, fwhm[0], fwhm[1], "seeing", "fwhm_arcsec")
     ax_fwhm.plot([0.8, 2.0], [0.8, 2.0], color="0.6", lw=0.8, ls="--")
     ax_fwhm.set(
         xlabel="seeing (survey record) [arcsec]",
@@ -577,7 +579,7 @@ def plot_realism(
         title="PSF width of bright stars",
     )
     peak_tables = tuple(t.assign(log_peak=np.log10(t["peak"].where(t["peak"] > 0))) for t in peaks)
-    _scatter_pair(ax_peak, *peak_tables, "mag", "log_peak")
+    _scatter_pair(ax_peak, peak_tables[0], peak_tables[1], "mag", "log_peak")
     ax_peak.set(xlabel="aperture magnitude", ylabel="log10 peak above sky [ADU]", title="peak counts")
     return fig
 
@@ -661,7 +663,7 @@ def shrink_legend(ax: Axes, size: float) -> None:
     """Seaborn builds the legend with the default size and a title; fit it to a small panel."""
     legend = ax.get_legend()
     if legend is not None:
-        legend.set_title(None)
+        legend.set_title("")
         for text in legend.get_texts():
             text.set_fontsize(size)
 
