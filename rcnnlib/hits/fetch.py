@@ -320,6 +320,15 @@ def _problem(exc: BaseException, entry: ManifestEntry, download: ResumingDownloa
 # --------------------------------------------------------------------------- the run
 
 
+def _only_when_verbose(_record: logging.LogRecord) -> bool:
+    """pooch logs every download and retry at INFO: noise around the one line an error is.
+
+    A filter rather than a level: pooch's logger is outside logging's tree, so a
+    level changed after its first message would not take effect.
+    """
+    return verbose_requested()
+
+
 def _action(_path: str, action: str, _pooch: object) -> str:
     """A pooch processor that tells what happened: ``fetch`` (present), ``download`` or ``update``."""
     return action
@@ -444,8 +453,7 @@ def fetch_hits(
         urls={e.path: f"{root}/{urllib.parse.quote(e.path, safe='/')}" for e in selected},
         retry_if_failed=retries,
     )
-    # pooch logs every download and retry at INFO: noise around the one line an error is.
-    pooch.get_logger().setLevel(logging.INFO if verbose_requested() else logging.ERROR)
+    pooch.get_logger().addFilter(_only_when_verbose)  # adding it again is a no-op
     report = FetchReport(dest=dest_dir, base_url=base)
     bar_options = {"unit": "file", "desc": "HiTS files", "disable": not progress, "leave": False}
     with tqdm(total=len(selected), **bar_options) as bar:
