@@ -9,7 +9,9 @@ bytes rather than whatever the repository holds today.
 pooch does the bookkeeping: a file already present with the right sha256 is kept, a
 download lands under a temporary name and replaces the file only once its sha256
 matches (a file under its final name is always a verified one), and a broken transfer
-or a corrupted download is tried again. What pooch lacks is :class:`ResumingDownloader`:
+or a corrupted download is tried again (after 1 s, 2 s, ...). Which failures it retries
+goes by the exception's type: a ``requests`` error or a ``ValueError`` (checksum) is
+retried, anything else is not. What pooch lacks is :class:`ResumingDownloader`:
 ``file://`` mirrors, and a ``.partial`` file that keeps what arrived so that an
 interrupted download continues with an HTTP Range request instead of starting over.
 """
@@ -310,7 +312,7 @@ def _problem(exc: BaseException, entry: ManifestEntry, download: ResumingDownloa
         return (
             f"sha256 mismatch: expected {entry.sha256}, got {sha256} (from {url}; the download was deleted)"
         )
-    if isinstance(exc, FileNotFoundError | requests.HTTPError):
+    if isinstance(exc, FileNotFoundError | requests.RequestException):  # not there, HTTP errors
         return str(exc)
     if isinstance(exc, OSError):  # local disk trouble (full, read-only): nothing else would succeed
         raise InputError(exc.strerror or str(exc), exc.filename) from None
@@ -340,7 +342,7 @@ def _fetch_all(
     report: FetchReport,
     workers: int,
     timeout: float,
-    bar: tqdm,
+    progress: bool,
 ) -> None:
     """Fetch the entries in parallel into ``report``; the first fatal error cancels the rest."""
     stop = threading.Event()
@@ -348,7 +350,8 @@ def _fetch_all(
         e.path: ResumingDownloader(store.abspath / f"{e.path}.partial", e.size, timeout, stop)
         for e in entries
     }
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(entries)))) as pool:
+    bar = tqdm(total=len(entries), unit="file", desc="HiTS files", disable=not progress, leave=False)
+    with bar, ThreadPoolExecutor(max_workers=max(1, min(workers, len(entries)))) as pool:
         futures: dict[Future[str], ManifestEntry] = {
             pool.submit(store.fetch, e.path, processor=_action, downloader=downloads[e.path]): e
             for e in entries
@@ -367,6 +370,7 @@ def _fetch_all(
 def _record(
     report: FetchReport, entry: ManifestEntry, future: Future[str], download: ResumingDownloader, url: str
 ) -> None:
+    """Add one finished file to the report."""
     report.bytes_downloaded += download.transferred
     if (exc := future.exception()) is not None:
         report.failed.append((entry.path, _problem(exc, entry, download, url)))
@@ -455,7 +459,5 @@ def fetch_hits(
     )
     pooch.get_logger().addFilter(_only_when_verbose)  # adding it again is a no-op
     report = FetchReport(dest=dest_dir, base_url=base)
-    bar_options = {"unit": "file", "desc": "HiTS files", "disable": not progress, "leave": False}
-    with tqdm(total=len(selected), **bar_options) as bar:
-        _fetch_all(store, selected, report, workers, timeout, bar)
+    _fetch_all(store, selected, report, workers, timeout, progress)
     return _finish(report, manifest_bytes, strict)
