@@ -251,8 +251,8 @@ def test_parallel_simulation_is_quiet_when_dask_default_port_is_taken(tmp_path, 
 
 
 # Pinned on this machine (numpy 2, the constraints.txt versions) after the realism changes of issue 16
-# (supernovae need two difference-image detections, RR Lyrae amplitudes and scatter, the brightest
-# magnitude in the shard metadata). A change of physics must re-pin them on purpose; a refactoring must not.
+# (supernovae need two difference-image detections; RR Lyrae amplitudes and scatter). A change of physics
+# must re-pin them on purpose; a refactoring must not.
 PINNED_FINGERPRINTS = {
     None: "6af18b0137909d5853f8a9afd57b8eea6ba25998f26da5ce71bd013dd9830cd5",  # survey's source counts
     0.0: "ac8c04a3f9a64152b7328058dcda06c22f5df9b11c5f8c519d5cd8ac2366e803",  # flat, as for training
