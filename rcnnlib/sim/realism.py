@@ -55,6 +55,7 @@ from rcnnlib.photometry import (
     flux_to_mag,
     flux_to_microjansky,
 )
+from rcnnlib.sim.simulate import ShardTask, simulate_shard
 from rcnnlib.sim.survey import Survey
 from rcnnlib.stamps import night_of, sigma_clip
 
@@ -1030,8 +1031,6 @@ def simulate_like(
     are flat in magnitude (``mag_slope``), so that the real classes' bright ranges are well
     sampled. ``metadata["resampled"]`` says which sequences were resampled as if registered.
     """
-    from rcnnlib.sim.simulate import ShardTask, simulate_shard
-
     names, fields = _class_names(real), field_of(real.ids)
     known = set(survey.fields)
     parts = []
