@@ -690,6 +690,7 @@ def difference_noise(
     later = ds.stamps[seq, second].astype(np.float64)
     later_level, _ = robust_std(later[:, ring], n_sigma=n_sigma) if len(later) else (np.empty(0), None)
     single = np.sqrt(sky_b * gain + read_noise**2) / gain
+    estimated = np.zeros(ds.mask.shape, bool) if ds.conditions_estimated is None else ds.conditions_estimated
     with np.errstate(invalid="ignore", divide="ignore"):
         return pd.DataFrame(
             {
@@ -703,8 +704,7 @@ def difference_noise(
                 "noise_ratio": noise / expected,
                 "noise_correlation": _neighbour_correlation(stamps, ring, level, noise, n_sigma),
                 "peak_snr": _central_peak(later, later_level) / single,
-                "conditions_estimated": ds.conditions_estimated[seq, first]
-                | ds.conditions_estimated[seq, second],
+                "conditions_estimated": estimated[seq, first] | estimated[seq, second],
             }
         )
 
@@ -920,9 +920,15 @@ def scorecard(
         add("neighbour noise correlation (epoch differences)", label, r, s, _median("noise_correlation"))
     stars = [ds.subset(np.flatnonzero(np.isin(_class_names(ds), STAR_CLASSES))) for ds in (real, sim)]
     fwhm = [psf_fwhm(ds, max_epochs=max_fits, seed=seed) for ds in stars]
-    add("PSF FWHM / seeing (bright stars)", "stars", *(t[t["ok"]] for t in fwhm), _median("fwhm_ratio"))
+    add(
+        "PSF FWHM / seeing (bright stars)",
+        "stars",
+        fwhm[0][fwhm[0]["ok"]],
+        fwhm[1][fwhm[1]["ok"]],
+        _median("fwhm_ratio"),
+    )
     peaks = [peak_counts(ds) for ds in stars]
-    add("log10 peak [ADU] at 20 mag, 1.2″", "stars", *peaks, _LOG_PEAK)
+    add("log10 peak [ADU] at 20 mag, 1.2″", "stars", peaks[0], peaks[1], _LOG_PEAK)
 
     noise = [background_noise(ds) for ds in (real, sim)]
     faint_noise = [t[(t["peak_snr"] < 20) & ~t["conditions_estimated"]] for t in noise]
@@ -955,9 +961,9 @@ def scorecard(
             _median("amplitude"),
         )
     nv = [t[(t["class_name"] == "NV") & t["mean_mag"].between(17.5, 20.5)] for t in (variability[0], matched)]
-    add("log10 reduced χ² vs constant (17.5–20.5 mag)", "NV", *nv, _median("chi2_red", log=True))
+    add("log10 reduced χ² vs constant (17.5–20.5 mag)", "NV", nv[0], nv[1], _median("chi2_red", log=True))
     sn = [t[t["class_name"] == "SN"] for t in variability]
-    add("log10 reduced χ² vs constant", "SN", *sn, _median("chi2_red", log=True))
+    add("log10 reduced χ² vs constant", "SN", sn[0], sn[1], _median("chi2_red", log=True))
 
     # cadence
     nights = night_gaps(real), night_gaps(sim)
@@ -967,7 +973,7 @@ def scorecard(
         ("epochs_per_night", "epochs per night (mean)"),
         ("night_gap_days", "gap between nights [d] (mean)"),
     ):
-        add(statistic, "all", *nights, _mean(column))
+        add(statistic, "all", nights[0], nights[1], _mean(column))
     checks = _checks(rows, alpha)
     table = pd.DataFrame([c.__dict__ for c in checks])
     table["known_gap"] = [(c.statistic, c.group) in KNOWN_GAPS for c in checks]
@@ -1033,7 +1039,7 @@ def simulate_like(
     """
     names, fields = _class_names(real), field_of(real.ids)
     known = set(survey.fields)
-    parts = []
+    parts: list[SequenceDataset] = []
     for name in dict.fromkeys(names):
         counts = pd.Series(fields[names == name]).value_counts().sort_index()
         for field_name, count in counts.items():
