@@ -28,6 +28,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check rcnnlib tests data book
 	$(BIN)/ruff format --check rcnnlib tests data book
+	$(BIN)/mypy
 
 # JupyterLab on the book's notebooks, with the project's kernel ("rcnnlib") registered inside .venv/.
 # The executed copies of the last build are in build/$(PROFILE)/book/. LAB_ARGS=--no-browser on a server.

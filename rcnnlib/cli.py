@@ -19,6 +19,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rcnnlib.errors import InputError
 from rcnnlib.logs import VERBOSE_ENV, configure_logging
@@ -42,7 +43,7 @@ class OneLineParser(argparse.ArgumentParser):
     argparse prints the whole usage before its message; the usage is one ``--help`` away.
     """
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)  # "--seed must be ..."
         self.exit(2, f"rcnnlib: error: {message} (see {self.prog} --help)\n")
 
@@ -83,11 +84,10 @@ def _json_file_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _write_json(path: Path | None, payload: object) -> None:
-    from rcnnlib.dataset import atomic_path
+    from rcnnlib.outputs import write_atomic
 
     if path is not None:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        write_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _check_json_file(path: Path | None) -> None:
@@ -444,7 +444,8 @@ def _needs_extra(extra: str, *modules: str) -> None:
 
 def _book(args: argparse.Namespace) -> int:
     _needs_extra("book", "papermill", "jupyter_book", "matplotlib", "ipykernel")
-    from rcnnlib.book.runner import parse_overrides, run_book
+    from rcnnlib.book.profiles import parse_overrides
+    from rcnnlib.book.runner import run_book
 
     result = run_book(
         profile=args.profile,

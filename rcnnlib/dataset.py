@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.errors import InputError
+from rcnnlib.outputs import atomic_path
 
 CONDITION_NAMES: tuple[str, ...] = (
     "seeing",  # PSF FWHM, arcsec
@@ -66,7 +66,7 @@ class SequenceDataset:
     mask: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
-    conditions_estimated: np.ndarray | None = None
+    conditions_estimated: np.ndarray = None  # type: ignore[assignment]  # None: all False (__post_init__)
     metadata: dict[str, Any] = field(default_factory=dict)
     class_names: tuple[str, ...] = CLASS_NAMES
 
@@ -298,28 +298,3 @@ def read_rows(path: str | Path, start: int, stop: int) -> SequenceDataset:
         raise InputError(f"not a readable HDF5 dataset: {exc}", path) from None
     arrays["ids"] = np.array([s.decode() if isinstance(s, bytes) else s for s in arrays["ids"]], dtype=str)
     return SequenceDataset(**arrays, metadata={"source_file": str(path)}, class_names=class_names)
-
-
-class atomic_path:
-    """Context manager yielding a temporary path beside ``path``, moved into place on success.
-
-    Interrupted or failed writes leave nothing under the final name.
-    """
-
-    def __init__(self, path: str | Path, durable: bool = True):
-        self.path = Path(path)
-        self.durable = durable
-        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            if self.durable:
-                with open(self.tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)

@@ -96,7 +96,7 @@ def check_sequences(
     mjd: np.ndarray,
     conditions: np.ndarray,
     mask: np.ndarray,
-    ids: Sequence[str],
+    ids: Sequence[str] | np.ndarray,
     source: str | Path | None = None,
 ) -> None:
     """Raise :class:`InputError` unless every observed epoch is plausible (see the module doc).

@@ -80,3 +80,34 @@ def check_output_file(path: str | Path) -> Path:
     if absolute.exists() and not os.access(absolute, os.W_OK):
         raise InputError("exists and is not writable", shown)
     return absolute
+
+
+class atomic_path:
+    """Context manager yielding a temporary path beside ``path``, moved into place on success.
+
+    Interrupted or failed writes leave nothing under the final name.
+    """
+
+    def __init__(self, path: str | Path, durable: bool = True):
+        self.path = Path(path)
+        self.durable = durable
+        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if self.durable:
+                with open(self.tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small text file (record, card, JSON result): readers see the old or the new, never half."""
+    with atomic_path(path, durable=False) as tmp:
+        tmp.write_text(text)

@@ -269,6 +269,86 @@ def psf_shape_model(path: str | None = None) -> PsfShapeModel:
 
 
 # --------------------------------------------------------------- measurement
+def _moffat_start(data: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """First guess per stamp: ring median, peak, light-weighted centre, FWHM from the area above half peak."""
+    m, sy, sx = data.shape
+    bkg = np.median(border_ring(data), axis=1)  # plain median: fits are of isolated bright stars
+    resid = data - bkg[:, None, None]
+    cy, cx = (sy - 1) // 2, (sx - 1) // 2
+    core = resid[:, cy - 3 : cy + 4, cx - 3 : cx + 4]
+    amp = np.maximum(core.reshape(m, -1).max(axis=1), 1e-6)
+    w = np.clip(resid, 0, None) * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
+    wsum = np.maximum(w.sum(axis=(1, 2)), 1e-12)
+    x0 = (w * xx).sum(axis=(1, 2)) / wsum
+    y0 = (w * yy).sum(axis=(1, 2)) / wsum
+    n_half = np.maximum((resid > 0.5 * amp[:, None, None]).sum(axis=(1, 2)), 1)
+    fwhm0 = 2.0 * np.sqrt(n_half / np.pi)
+    beta0 = np.full(m, 3.0)
+    c0 = 1.0 / moffat_alpha2(fwhm0, beta0)
+    return np.stack([bkg, amp, x0, y0, c0, c0, np.zeros(m), beta0], axis=1)
+
+
+def _moffat_model(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Model pixels and the terms the Jacobian needs (profile, w, dx, dy).
+
+    Parameters per stamp: background, amplitude, x0, y0, cxx, cyy, cxy, beta, with
+    w = 1 + cxx dx^2 + cyy dy^2 + 2 cxy dx dy and model = background + amplitude w^-beta.
+    """
+    dx, dy = x[None] - p[:, 2:3], y[None] - p[:, 3:4]
+    w = 1.0 + p[:, 4:5] * dx * dx + p[:, 5:6] * dy * dy + 2.0 * p[:, 6:7] * dx * dy
+    w = np.maximum(w, 1e-9)
+    prof = np.exp(-p[:, 7:8] * np.log(w))
+    return p[:, 0:1] + p[:, 1:2] * prof, prof, w, dx, dy
+
+
+def _moffat_jacobian(
+    p: np.ndarray, prof: np.ndarray, w: np.ndarray, dx: np.ndarray, dy: np.ndarray
+) -> np.ndarray:
+    """d model / d parameter, shape (stamps, pixels, 8), analytic."""
+    a, beta = p[:, 1:2], p[:, 7:8]
+    g = -a * beta * prof / w  # d model / d w
+    columns = [
+        np.ones_like(prof),
+        prof,
+        g * -(2 * p[:, 4:5] * dx + 2 * p[:, 6:7] * dy),
+        g * -(2 * p[:, 5:6] * dy + 2 * p[:, 6:7] * dx),
+        g * dx * dx,
+        g * dy * dy,
+        g * 2 * dx * dy,
+        -a * prof * np.log(w),
+    ]
+    return np.stack(columns, axis=2)
+
+
+def _levenberg_marquardt(
+    p: np.ndarray, flat: np.ndarray, x: np.ndarray, y: np.ndarray, n_iter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Damped Gauss-Newton on all stamps at once; a step is kept only where it is sane and lowers the cost."""
+
+    def cost(q: np.ndarray) -> np.ndarray:
+        return ((flat - _moffat_model(q, x, y)[0]) ** 2).sum(axis=1)
+
+    current = cost(p)
+    lam = np.full(len(p), 1e-2)
+    for _ in range(n_iter):
+        mod, prof, w, dx, dy = _moffat_model(p, x, y)
+        jac = _moffat_jacobian(p, prof, w, dx, dy)
+        jtj = np.einsum("mpi,mpj->mij", jac, jac)
+        jtr = np.einsum("mpi,mp->mi", jac, flat - mod)
+        diag = np.einsum("mii->mi", jtj)
+        step = np.linalg.solve(jtj + (lam[:, None] * diag + 1e-12)[:, :, None] * np.eye(8), jtr[:, :, None])
+        trial = p + step[:, :, 0]
+        trial[:, 7] = np.clip(trial[:, 7], 1.01, 20.0)
+        sane = (trial[:, 4] > 0) & (trial[:, 5] > 0) & (trial[:, 4] * trial[:, 5] > trial[:, 6] ** 2)
+        sane &= (trial[:, 1] > 0) & np.isfinite(trial).all(axis=1)
+        new = np.where(sane, cost(np.where(sane[:, None], trial, p)), np.inf)
+        better = new < current
+        p = np.where(better[:, None], trial, p)
+        current = np.where(better, new, current)
+        lam = np.where(better, lam / 3.0, lam * 4.0)
+    return p, current
+
+
 def fit_moffat(stamps: np.ndarray, n_iter: int = 40) -> dict[str, np.ndarray]:
     """Fit an elliptical Moffat plus constant background to each stamp (vectorised Levenberg-Marquardt).
 
@@ -284,65 +364,7 @@ def fit_moffat(stamps: np.ndarray, n_iter: int = 40) -> dict[str, np.ndarray]:
     m, sy, sx = data.shape
     yy, xx = np.mgrid[0:sy, 0:sx].astype(np.float64)
     flat = data.reshape(m, -1)
-    bkg = np.median(border_ring(data), axis=1)  # plain median: fits are of isolated bright stars
-    resid = data - bkg[:, None, None]
-    cy, cx = (sy - 1) // 2, (sx - 1) // 2
-    core = resid[:, cy - 3 : cy + 4, cx - 3 : cx + 4]
-    amp = np.maximum(core.reshape(m, -1).max(axis=1), 1e-6)
-    w = np.clip(resid, 0, None) * ((yy - cy) ** 2 + (xx - cx) ** 2 < 36)
-    wsum = np.maximum(w.sum(axis=(1, 2)), 1e-12)
-    x0 = (w * xx).sum(axis=(1, 2)) / wsum
-    y0 = (w * yy).sum(axis=(1, 2)) / wsum
-    n_half = np.maximum((resid > 0.5 * amp[:, None, None]).sum(axis=(1, 2)), 1)
-    fwhm0 = 2.0 * np.sqrt(n_half / np.pi)
-    beta0 = np.full(m, 3.0)
-    c0 = 1.0 / moffat_alpha2(fwhm0, beta0)
-    p = np.stack([bkg, amp, x0, y0, c0, c0, np.zeros(m), beta0], axis=1)
-    lam = np.full(m, 1e-2)
-    X, Y = xx.ravel(), yy.ravel()
-
-    def model(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        dx, dy = X[None] - p[:, 2:3], Y[None] - p[:, 3:4]
-        w = 1.0 + p[:, 4:5] * dx * dx + p[:, 5:6] * dy * dy + 2.0 * p[:, 6:7] * dx * dy
-        w = np.maximum(w, 1e-9)
-        prof = np.exp(-p[:, 7:8] * np.log(w))
-        return p[:, 0:1] + p[:, 1:2] * prof, prof, w, dx, dy
-
-    def cost(p: np.ndarray) -> np.ndarray:
-        return ((flat - model(p)[0]) ** 2).sum(axis=1)
-
-    current = cost(p)
-    for _ in range(n_iter):
-        mod, prof, w, dx, dy = model(p)
-        r = flat - mod
-        a, beta = p[:, 1:2], p[:, 7:8]
-        g = -a * beta * prof / w  # d model / d w
-        jac = np.stack(
-            [
-                np.ones_like(prof),
-                prof,
-                g * -(2 * p[:, 4:5] * dx + 2 * p[:, 6:7] * dy),
-                g * -(2 * p[:, 5:6] * dy + 2 * p[:, 6:7] * dx),
-                g * dx * dx,
-                g * dy * dy,
-                g * 2 * dx * dy,
-                -a * prof * np.log(w),
-            ],
-            axis=2,
-        )
-        jtj = np.einsum("mpi,mpj->mij", jac, jac)
-        jtr = np.einsum("mpi,mp->mi", jac, r)
-        diag = np.einsum("mii->mi", jtj)
-        step = np.linalg.solve(jtj + (lam[:, None] * diag + 1e-12)[:, :, None] * np.eye(8), jtr[:, :, None])
-        trial = p + step[:, :, 0]
-        trial[:, 7] = np.clip(trial[:, 7], 1.01, 20.0)
-        sane = (trial[:, 4] > 0) & (trial[:, 5] > 0) & (trial[:, 4] * trial[:, 5] > trial[:, 6] ** 2)
-        sane &= (trial[:, 1] > 0) & np.isfinite(trial).all(axis=1)
-        new = np.where(sane, cost(np.where(sane[:, None], trial, p)), np.inf)
-        better = new < current
-        p = np.where(better[:, None], trial, p)
-        current = np.where(better, new, current)
-        lam = np.where(better, lam / 3.0, lam * 4.0)
+    p, cost = _levenberg_marquardt(_moffat_start(data, yy, xx), flat, xx.ravel(), yy.ravel(), n_iter)
     cxx, cyy, cxy, beta = p[:, 4], p[:, 5], p[:, 6], p[:, 7]
     det = cxx * cyy - cxy**2
     half_tr = 0.5 * (cxx + cyy)
@@ -362,7 +384,7 @@ def fit_moffat(stamps: np.ndarray, n_iter: int = 40) -> dict[str, np.ndarray]:
         "y0": p[:, 3],
         "amplitude": p[:, 1],
         "background": p[:, 0],
-        "rms": np.sqrt(current / flat.shape[1]),
+        "rms": np.sqrt(cost / flat.shape[1]),
         "ok": ok,
     }
 

@@ -29,8 +29,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from rcnnlib.book import cache, profiles, runner
 from rcnnlib.book import checks as bookcheck
-from rcnnlib.book import runner
 from rcnnlib.book.pdf import CHROMIUM_FLAGS as PDF_CHROMIUM_FLAGS
 from rcnnlib.book.pdf import chromium_path as library_chromium_path
 from rcnnlib.book.pdf import debian_tool as library_debian_tool
@@ -89,7 +89,7 @@ def run_ci_book(build: Path, *extra: str) -> tuple[float, str]:
 
 def toc_pages() -> list[str]:
     """Every page of the table of contents as a path relative to the HTML root, without .html."""
-    return runner.toc_files(REPO)
+    return profiles.toc_files(REPO)
 
 
 def test_every_toc_page_and_chapter_was_built(book: dict[str, Any]):
@@ -97,13 +97,13 @@ def test_every_toc_page_and_chapter_was_built(book: dict[str, Any]):
     assert (html / "index.html").is_file()
     for page in toc_pages():
         assert (html / f"{page}.html").is_file(), f"{page} missing from the HTML"
-    records = {r["stage"]: r for r in runner.stage_records(book["build"] / "stages")}
-    for notebook in runner.toc_notebooks(REPO):
-        assert records[notebook.stem]["status"] == "ok", notebook
+    records = {r.stage: r for r in cache.stage_records(book["build"] / "stages")}
+    for notebook in profiles.toc_notebooks(REPO):
+        assert records[notebook.stem].ok, notebook
         assert (book["build"] / notebook).is_file()
     run = json.loads((book["build"] / runner.RUN_FILE).read_text())
     assert run["html"] and {s["stage"] for s in run["stages"]} == {
-        nb.stem for nb in runner.toc_notebooks(REPO)
+        nb.stem for nb in profiles.toc_notebooks(REPO)
     }
     # the sources stay clean: executed copies live only in the build folder
     assert not (REPO / "book" / "_build").exists()
@@ -113,7 +113,7 @@ def test_every_toc_page_and_chapter_was_built(book: dict[str, Any]):
 def test_chapters_show_every_figure_they_produce(book: dict[str, Any]):
     """Per chapter, derived from its executed notebook: every figure an image, captioned, and on the page."""
     problems = []
-    for notebook in runner.toc_notebooks(REPO):
+    for notebook in profiles.toc_notebooks(REPO):
         figures = bookcheck.notebook_figures(book["build"] / notebook)
         page = book["html"] / notebook.with_suffix(".html")
         shown = bookcheck.page_images(page.read_text())
@@ -126,7 +126,7 @@ def test_chapters_show_every_figure_they_produce(book: dict[str, Any]):
     assert not problems, "\n".join(problems)
     # and every figure cell the sources declare (a cell with a caption) drew its figure, an image or
     # the animation: a chapter losing all its figures would pass the equality above
-    for notebook in runner.toc_notebooks(REPO):
+    for notebook in profiles.toc_notebooks(REPO):
         for cell in nbformat.read(book["build"] / notebook, as_version=4).cells:
             if "figure" in cell.metadata.get("mystnb", {}):
                 kinds = {kind for output in cell.get("outputs", []) for kind in output.get("data", {})}
@@ -161,7 +161,7 @@ def test_no_page_shows_what_a_reader_should_not_see(book: dict[str, Any]):
 )
 def test_the_page_checks_catch_each_planted_defect(book: dict[str, Any], defect: str):
     """Each check can fail: plant one defect in a copy of a real page and the checks report it."""
-    notebook = runner.toc_notebooks(REPO)[3]  # chapter 4: figures, tables and folded code
+    notebook = profiles.toc_notebooks(REPO)[3]  # chapter 4: figures, tables and folded code
     page = (book["html"] / notebook.with_suffix(".html")).read_text()
     expected = bookcheck.notebook_figures(book["build"] / notebook).images
     assert bookcheck.check_page(page, expected) == []
@@ -224,7 +224,7 @@ def test_pdf_holds_every_chapter_and_the_recall_figures(book: dict[str, Any]):
         run_ci_book(book["build"], "--pdf")
     pages, text = pdf_text(pdf)
     flat = " ".join(text.split())
-    chapters = runner.toc_notebooks(REPO)
+    chapters = profiles.toc_notebooks(REPO)
     assert pages >= len(chapters), pages
     for notebook in chapters:  # every chapter's title, from its notebook
         title = nbformat.read(REPO / notebook, as_version=4).cells[0].source.splitlines()[0].lstrip("# ")
@@ -395,12 +395,12 @@ def test_every_page_reads_well_in_chromium(book: dict[str, Any], browser: DevToo
 def test_reproduce_chapter_lists_the_times_of_this_build(book: dict[str, Any], browser: DevTools):
     """The stage-time table is generated from this build's records: one row per stage, with its time."""
     info = open_page(browser, book["html"] / "book" / "reproduce.html")
-    records = [r for r in runner.stage_records(book["build"] / "stages") if r["stage"] != "reproduce"]
+    records = [r for r in cache.stage_records(book["build"] / "stages") if r.stage != "reproduce"]
     assert records
     for record in records:
-        row = re.search(rf"{re.escape(record['stage'])}\s+ci\s+[\d-]+ [\d:]+\s+([\d.]+)", info["text"])
-        assert row, f"no time row for {record['stage']}"
-        assert abs(float(row.group(1)) - record["seconds"]) < 0.1
+        row = re.search(rf"{re.escape(record.stage)}\s+ci\s+[\d-]+ [\d:]+\s+([\d.]+)", info["text"])
+        assert row, f"no time row for {record.stage}"
+        assert abs(float(row.group(1)) - (record.seconds or 0)) < 0.1
 
 
 def test_the_browser_checks_catch_a_broken_page(browser: DevTools, tmp_path: Path):

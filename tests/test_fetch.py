@@ -8,6 +8,7 @@ Nothing here leaves 127.0.0.1, and every network call has a short timeout.
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import re
 import shutil
@@ -15,10 +16,12 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import pooch
 import pytest
 
 from rcnnlib.errors import InputError
@@ -53,6 +56,8 @@ class _Server(http.server.ThreadingHTTPServer):
         self.honour_range = True
         self.drop_after: int | None = None
         """Cut the next response after this many body bytes, as a dropped connection would."""
+        self.unavailable = 0
+        """Answer this many of the next requests with 503, as a server hiccup would."""
         self.requests: list[tuple[str, str | None]] = []
 
     @property
@@ -71,6 +76,10 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         rng = self.headers.get("Range")
         self.server.requests.append((self.path, rng))
+        if self.server.unavailable:
+            self.server.unavailable -= 1
+            self.send_error(503)
+            return
         file = self.server.root / urllib.parse.unquote(self.path.lstrip("/"))
         if not file.is_file():
             self.send_error(404)
@@ -233,7 +242,7 @@ def test_corrupted_file_is_rejected_and_never_installed(
     message = str(info.value)
     assert str(dest / BIG) in message
     assert f"expected {entry.sha256}" in message
-    assert f"got {fetch.sha256_of(served / BIG)}" in message
+    assert f"got {pooch.file_hash(served / BIG)}" in message
     assert "\n" not in message
     assert not (dest / BIG).exists()
     assert not (dest / (BIG + ".partial")).exists()
@@ -243,6 +252,12 @@ def test_corrupted_file_is_rejected_and_never_installed(
     report = info.value.report
     assert report.failed[0][0] == BIG and len(report.downloaded) == len(SUBSET) - 1
     assert not (dest / "MANIFEST.sha256").exists()
+    # Nothing else either: no partial, no temporary file of pooch's.
+    assert _files(dest) == sorted(report.downloaded)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 @needs_hits
@@ -291,6 +306,7 @@ def test_dropped_connection_without_retries_keeps_the_partial(
         fetch_hits(dest, base_url=server.url, manifest=manifest, include=[BIG], retries=0, **_get())
     assert not (dest / BIG).exists()
     assert (dest / (BIG + ".partial")).stat().st_size == 10_000
+    assert _files(dest) == [BIG + ".partial"]
     fetch_hits(dest, base_url=server.url, manifest=manifest, include=[BIG], retries=0, **_get())
     assert server.ranges() == ["bytes=10000-"]
     assert (dest / BIG).read_bytes() == (HITS / BIG).read_bytes()
@@ -336,6 +352,77 @@ def test_oversized_or_416_partial_restarts(
         fetch_hits(dest, base_url=server.url, manifest=[entry], retries=1, **_get())
     assert server.requests[0][1] == "bytes=2000-"
     assert not partial.exists() and not (dest / BIG).exists()
+
+
+@needs_hits
+def test_complete_partial_is_verified_and_installed_without_a_request(
+    server: _Server, manifest: Path, tmp_path: Path
+) -> None:
+    # An earlier run stopped between the last byte and the rename.
+    dest = tmp_path / "dest"
+    partial = dest / (BIG + ".partial")
+    partial.parent.mkdir(parents=True)
+    shutil.copyfile(HITS / BIG, partial)
+    report = fetch_hits(dest, base_url=server.url, manifest=manifest, include=[BIG], **_get())
+    assert report.downloaded == [BIG] and report.bytes_downloaded == 0
+    assert server.requests == []
+    assert (dest / BIG).read_bytes() == (HITS / BIG).read_bytes() and not partial.exists()
+
+
+@needs_hits
+def test_server_hiccup_is_retried(server: _Server, manifest: Path, tmp_path: Path) -> None:
+    server.unavailable = 1
+    dest = tmp_path / "dest"
+    report = fetch_hits(dest, base_url=server.url, manifest=manifest, include=[BIG], retries=1, **_get())
+    assert report.downloaded == [BIG] and len(server.requests) == 2
+    server.unavailable = 1
+    (dest / BIG).unlink()
+    with pytest.raises(FetchError, match="HTTP 503"):
+        fetch_hits(dest, base_url=server.url, manifest=manifest, include=[BIG], retries=0, **_get())
+    assert not (dest / BIG).exists()
+
+
+def test_parallel_downloads_into_one_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "a" / "b").mkdir(parents=True)
+    entries = []
+    for i in range(8):
+        path = mirror / "a" / "b" / f"{i}.txt"
+        path.write_text(f"file {i}\n" * (i + 1))
+        entries.append(ManifestEntry(pooch.file_hash(str(path)), path.stat().st_size, f"a/b/{i}.txt"))
+    real_makedirs = os.makedirs
+
+    def slow_makedirs(name: str, *args: object, **kwargs: object) -> None:
+        time.sleep(0.05)  # widens the window between "does the folder exist?" and creating it
+        real_makedirs(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", slow_makedirs)
+    report = fetch_hits(tmp_path / "d", base_url=str(mirror), manifest=entries, workers=8, **_get())
+    assert len(report.downloaded) == 8 and _files(tmp_path / "d") == [
+        "MANIFEST.sha256",
+        *(e.path for e in entries),
+    ]
+
+
+def test_pooch_logs_only_when_verbose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "f.txt").write_text("data\n")
+    entry = ManifestEntry(pooch.file_hash(str(mirror / "f.txt")), 5, "f.txt")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = pooch.get_logger()  # not in logging's tree: its own stream handler, bound at import
+    logger.addHandler(handler)
+    try:
+        monkeypatch.delenv("RCNNLIB_VERBOSE", raising=False)
+        fetch_hits(tmp_path / "quiet", base_url=str(mirror), manifest=[entry], **_get())
+        assert records == []
+        monkeypatch.setenv("RCNNLIB_VERBOSE", "1")
+        fetch_hits(tmp_path / "verbose", base_url=str(mirror), manifest=[entry], **_get())
+        assert "Downloading file 'f.txt'" in records[0].getMessage()
+    finally:
+        logger.removeHandler(handler)
 
 
 @needs_hits

@@ -11,11 +11,11 @@ import nbformat
 import pytest
 import yaml
 
-from rcnnlib.book import runner
+from rcnnlib.book import profiles
 
 REPO = Path(__file__).resolve().parents[1]
-TOC_NOTEBOOKS = runner.toc_notebooks(REPO)
-STAGES = {nb.stem: runner.declared_parameters(REPO / nb) for nb in TOC_NOTEBOOKS}
+TOC_NOTEBOOKS = profiles.toc_notebooks(REPO)
+STAGES = {nb.stem: profiles.declared_parameters(REPO / nb) for nb in TOC_NOTEBOOKS}
 
 
 def committed_notebooks() -> list[Path]:
@@ -61,9 +61,9 @@ def test_every_parameter_says_what_it_means(notebook: Path):
     assert not missing, f"{notebook}: parameters without a '# meaning' comment: {', '.join(missing)}"
 
 
-@pytest.mark.parametrize("profile", runner.available_profiles(runner.params_dir(REPO)))
+@pytest.mark.parametrize("profile", profiles.available_profiles(profiles.params_dir(REPO)))
 def test_every_profile_value_exists_in_its_notebook(profile: str):
-    spec = runner.load_profile(profile, runner.params_dir(REPO))
+    spec = profiles.load_profile(profile, profiles.params_dir(REPO))
     declared_anywhere = {name for params in STAGES.values() for name in params}
     for key in spec["common"]:
         # the runner injects a common value into every notebook that declares it: one must
@@ -72,12 +72,12 @@ def test_every_profile_value_exists_in_its_notebook(profile: str):
         assert stem in STAGES, f"{profile}: notebooks.{stem} is not a notebook of _toc.yml"
         for key in section:
             assert key in STAGES[stem], f"{profile}: notebooks.{stem}.{key} is not a parameter of {stem}"
-        provided = set(section) & set(runner.RUNNER_PROVIDED)
+        provided = set(section) & set(profiles.RUNNER_PROVIDED)
         assert not provided, f"{profile}: notebooks.{stem} sets {provided}, which the runner provides"
 
 
 def test_parameter_table_covers_every_parameter():
-    rows = runner.parameter_table(REPO)
+    rows = profiles.parameter_table(REPO)
     assert {(r["notebook"], r["parameter"]) for r in rows} == {
         (stem, name) for stem, params in STAGES.items() for name in params
     }
@@ -181,12 +181,56 @@ def test_citations_resolve_and_citation_file_is_valid():
 
 
 # ------------------------------------------------------------------- figures
-def test_book_figures_use_the_colour_blind_safe_palette():
+def test_book_figures_use_the_colour_blind_safe_palette_without_restyling_the_caller():
+    """The palette is applied while a book figure is drawn; importing the module changes no global setting."""
+    import subprocess
+    import sys
+
     import matplotlib as mpl
 
     from rcnnlib.book import figures
 
+    probe = (
+        "import matplotlib as mpl; before = dict(mpl.rcParams);"
+        "import rcnnlib.book.figures, rcnnlib.book.forest_figures;"
+        "changed = [k for k, v in mpl.rcParams.items() if before[k] != v]; assert not changed, changed"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-500:]
     mpl.rcdefaults()
-    figures.use_book_style()
-    assert tuple(mpl.rcParams["axes.prop_cycle"].by_key()["color"]) == figures.OKABE_ITO
+    default_cycle = mpl.rcParams["axes.prop_cycle"]
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "accuracy": [0.5, 0.7], "val_accuracy": [0.4, 0.6]}
+    fig = figures.plot_training_history(history)
+    colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()}
+    assert colours and colours <= set(figures.OKABE_ITO)
+    assert mpl.rcParams["axes.prop_cycle"] == default_cycle
     assert {figures.KEPT_COLOR, figures.CUT_COLOR} <= set(figures.OKABE_ITO)
+
+
+def test_every_book_figure_is_drawn_in_the_book_style():
+    """Every public function of a figure module that returns a Figure is wrapped by ``book_figure``.
+
+    Derived from the package: a new figure module or function is covered without editing this test.
+    """
+    import importlib
+    import inspect
+    import pkgutil
+
+    import rcnnlib.book
+    from rcnnlib.book import figures
+
+    checked = []
+    for info in pkgutil.iter_modules(rcnnlib.book.__path__):
+        if "figures" not in info.name:
+            continue
+        module = importlib.import_module(f"rcnnlib.book.{info.name}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            source = inspect.unwrap(fn)
+            if fn.__module__ != module.__name__ or name.startswith("_") or fn is figures.new_figure:
+                continue
+            if "Figure" in str(inspect.signature(source).return_annotation):
+                checked.append(name)
+                assert getattr(fn, "book_style", False), (
+                    f"{info.name}.{name} is not decorated with @book_figure"
+                )
+    assert len(checked) >= 15

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from rcnnlib.book import checks as bookcheck
-from rcnnlib.book import runner
+from rcnnlib.book import execute, profiles
 from rcnnlib.book.forest_figures import KronAgreement, plot_feature_distributions, plot_feature_importance
 from rcnnlib.book.tables import MISSING, paper_table, readable_columns, recall_table
 
@@ -29,7 +29,7 @@ def run_cells(tmp_path: Path, *cells: str) -> nbformat.NotebookNode:
     source = tmp_path / "in.ipynb"
     nbformat.write(nb, source)
     out = tmp_path / "out.ipynb"
-    runner.execute_notebook(source, out, {}, "figure test", cwd=tmp_path)
+    execute.execute_notebook(source, out, {}, "figure test", cwd=tmp_path)
     return nbformat.read(out, as_version=4)
 
 
@@ -157,7 +157,7 @@ def test_feature_figures_draw_one_panel_per_class_and_feature():
 def test_every_figure_cell_of_the_book_has_a_caption_and_alt_text():
     """In the committed notebooks: a cell whose code draws a figure declares a numbered caption."""
     problems = []
-    for notebook in runner.toc_notebooks(REPO):
+    for notebook in profiles.toc_notebooks(REPO):
         for index, cell in enumerate(nbformat.read(REPO / notebook, as_version=4).cells):
             options = cell.metadata.get("mystnb", {})
             if "figure" in options:
@@ -169,7 +169,7 @@ def test_every_figure_cell_of_the_book_has_a_caption_and_alt_text():
     assert not problems, problems
     names = [
         c.metadata["mystnb"]["figure"]["name"]
-        for nb in runner.toc_notebooks(REPO)
+        for nb in profiles.toc_notebooks(REPO)
         for c in nbformat.read(REPO / nb, as_version=4).cells
         if "figure" in c.metadata.get("mystnb", {})
     ]

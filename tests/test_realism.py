@@ -207,6 +207,55 @@ def test_compare_table():
     assert same.loc[0, "ks_statistic"] == 0.0 and same.loc[0, "median_ratio"] == 1.0
 
 
+def test_difference_noise_cancels_static_structure():
+    """Smooth static light (a host's wings) reads as correlated noise in one stamp, not in differences."""
+    rng = np.random.default_rng(10)
+    ds = make_dataset(np.full((30, 6), np.inf), 1.2, 300.0, rng)
+    yy, xx = np.mgrid[0:21, 0:21]
+    ds.stamps = ds.stamps + 40.0 * np.exp(-((xx - 3.0) ** 2 + (yy - 17.0) ** 2) / 60.0)  # same every epoch
+    single = realism.background_noise(ds)
+    diff = realism.difference_noise(ds)
+    assert len(diff) == 30 * 5 and (diff["epoch"] >= 1).all()
+    assert single["noise_correlation"].median() > 0.1  # the structure passes for correlated noise
+    assert abs(diff["noise_correlation"].median()) < 0.05
+    assert diff["noise_ratio"].median() == pytest.approx(1.0, abs=0.04)
+
+
+def test_night_gaps():
+    rng = np.random.default_rng(11)
+    mjd = np.array([57070.1, 57070.2, 57072.1, 57072.2, 57072.3, 57075.1])
+    ds = make_dataset(np.full((2, 6), np.inf), 1.2, 120.0, rng, mjd=mjd)
+    ds.mask[1, 2:5] = False  # the middle night unobserved
+    table = realism.night_gaps(ds)
+    assert table["n_nights"].tolist() == [3, 2]
+    assert table["epochs_per_night"].to_numpy() == pytest.approx([2.0, 1.5])
+    assert table["night_gap_days"].to_numpy() == pytest.approx([2.5, 5.0])
+
+
+def test_bootstrap_standard_error_of_a_mean():
+    rng = np.random.default_rng(12)
+    table = pd.DataFrame({"sequence": np.repeat(np.arange(400), 3), "x": np.repeat(rng.normal(0, 1, 400), 3)})
+    value, se = realism.bootstrap(table, lambda t: t["x"].mean(), rng, 300)
+    assert value == pytest.approx(table["x"].mean())
+    assert se == pytest.approx(1 / np.sqrt(400), rel=0.2)  # whole sequences resampled: n = 400, not 1200
+
+
+def test_field_of_real_ids():
+    ids = np.array(["04_S22_648_2287", "SNHiTS15A_14_N16_681_88"])
+    assert realism.field_of(ids).tolist() == ["04", "14"]
+
+
+def test_difference_peaks_read_the_brightest_detection(tmp_path):
+    folder = tmp_path / realism.SN_LIGHT_CURVES
+    folder.mkdir(parents=True)
+    (folder / "SNHiTS15X.dat").write_text(
+        "# preliminary\nMJD ADU e_ADU mag band\n1 10 10 25.0 g\n2 900 100 21.5 g\n3 3000 100 20.2 r\n"
+        "4 600 100 21.9 g\n"
+    )
+    table = realism.difference_peaks(tmp_path, np.array(["NV1", "SNHiTS15X_14_N1_1_1", "SNHiTS15Y_1_N1_1_1"]))
+    assert table["sequence"].tolist() == [1] and table["peak_mag"].tolist() == [21.5]  # g only, S/N >= 5
+
+
 # --------------------------------------------------------------- real vs simulated
 SIM_FIELDS: dict[str, tuple[str, ...]] = {  # fields holding most real objects of each class
     "RRL": ("38", "33"),
@@ -281,31 +330,6 @@ def test_noise_matches_real_at_same_sky(noise_tables, sim):
     assert table["ratio"].between(0.9, 1.1).all(), table.to_string()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known difference: real SN stamps combine white-noise level (0.93-0.96 of expected) with a "
-        "neighbour correlation of 0.29; Lanczos-3 registration gives ~0.89 and ~0.15, bilinear 0.65 and "
-        "0.28. No interpolation alone reproduces both; the real texture likely includes further "
-        "processing (e.g. PSF matching). Strict: this test must start failing the xfail once fixed."
-    ),
-)
-def test_supernova_noise_matches_real(noise_tables, sim):
-    """Real supernova stamps were resampled to a common grid: their noise is lower and correlated.
-
-    A simulator rendering white pixel noise shows a different noise texture from
-    the real supernova stamps the network is tested on; the simulated sequences
-    resampled as if registered (a random half of every class) must match them.
-    """
-    r, s = noise_tables
-    r, s = r[r["class_name"] == "SN"], s[(s["class_name"] == "SN") & _resampled(s, sim)]
-    table = realism.noise_ratio_at_sky(r, s)
-    assert table["ratio"].between(0.9, 1.1).all(), table.to_string()
-    faint_r, faint_s = r[(r["peak_snr"] < 20) & (r["seeing"] < 2)], s[s["peak_snr"] < 20]
-    corr = realism.compare(faint_r, faint_s, "noise_correlation", by=None).iloc[0]
-    assert abs(corr["median_sim"] - corr["median_real"]) < 0.1, corr.to_dict()
-
-
 def test_psf_fwhm_follows_seeing_like_real(psf_tables):
     """Measured FWHM / seeing per seeing bin within 10 % of real; FWHM scales with seeing like real."""
     r, s = psf_tables
@@ -329,14 +353,6 @@ def test_peak_counts_scale_like_real(real, sim):
     assert abs(fits[1]["log_peak_ref"] - fits[0]["log_peak_ref"]) < 0.1, fits  # within 25 %
 
 
-def test_rrl_amplitudes_overlap_real(variability):
-    r, s = variability
-    row = realism.compare(r, s, "amplitude").set_index("class_name").loc["RRL"]
-    assert row["n_real"] >= 30 and row["n_sim"] >= 30
-    assert 1 / 1.5 < row["median_ratio"] < 1.5, row.to_dict()
-    assert row["p16_sim"] < row["p84_real"] and row["p16_real"] < row["p84_sim"], row.to_dict()
-
-
 def test_nonvariable_scatter_like_real_at_same_magnitude(variability):
     """Reduced chi2 of non-variables of the real NV magnitudes (17.5-20.5) within a factor 2 of real.
 
@@ -348,13 +364,6 @@ def test_nonvariable_scatter_like_real_at_same_magnitude(variability):
     assert len(pick[0]) >= 30 and len(pick[1]) >= 8, [len(p) for p in pick]
     row = realism.compare(pick[0], pick[1], "chi2_red", by=None).iloc[0]
     assert 0.5 < row["median_ratio"] < 2.0, row.to_dict()
-
-
-def test_epochs_per_sequence_within_real_range(real, sim):
-    r, s = realism.cadence(real), realism.cadence(sim)
-    assert r["n_epochs"].min() <= s["n_epochs"].min() and s["n_epochs"].max() <= r["n_epochs"].max()
-    gaps = realism.compare(realism.epoch_gaps(real), realism.epoch_gaps(sim), "gap_days", by=None).iloc[0]
-    assert gaps["median_ratio"] == pytest.approx(1.0, abs=0.1)
 
 
 def test_bright_constant_stars_jitter_like_real_ones_after_psf_matching(real, sim):
@@ -377,3 +386,41 @@ def test_bright_constant_stars_jitter_like_real_ones_after_psf_matching(real, si
         assert bright.sum() >= 30, bright.sum()
         medians.append(np.median(scatter[bright]))
     assert medians[1] < 1.35 * medians[0], medians
+
+
+@pytest.fixture(scope="module")
+def matched_sim(real) -> SequenceDataset:
+    """Three simulated sequences per real one, in the real objects' fields and classes."""
+    return realism.simulate_like(real, Survey.preset("hits2015"), per_real=3, seed=2019)
+
+
+@pytest.fixture(scope="module")
+def card(real, matched_sim, hits_root) -> pd.DataFrame:
+    peaks = realism.difference_peaks(hits_root, real.ids)
+    return realism.scorecard(real, matched_sim, seed=0, real_peaks=peaks, max_fits=400)
+
+
+def test_simulation_like_the_real_set_has_its_fields_and_classes(real, matched_sim):
+    names = np.asarray(real.class_names)[real.labels]
+    sim_names = np.asarray(matched_sim.class_names)[matched_sim.labels]
+    real_fields, sim_fields = realism.field_of(real.ids), np.array([i.split("_")[2] for i in matched_sim.ids])
+    for name in ("SN", "RRL", "EB", "NV"):
+        for field_name in set(real_fields[names == name]) - {"03"}:  # field 03 has no conditions
+            n_real = ((names == name) & (real_fields == field_name)).sum()
+            assert ((sim_names == name) & (sim_fields == field_name)).sum() == 3 * n_real, (name, field_name)
+    assert len(matched_sim) == 3 * (len(real) - (real_fields == "03").sum())
+
+
+def test_realism_scorecard_passes_with_tolerances_from_the_real_spread(card):
+    """Every statistic within 1.96 bootstrap standard errors of the real one, either side.
+
+    The known gaps (:data:`rcnnlib.sim.realism.KNOWN_GAPS`) must still fail: a fix must remove
+    them there, so the list never hides a statistic that has started to pass or a new failure.
+    """
+    shown = card.drop(columns=["ratio"]).to_string()
+    assert len(card) >= 15 and (card["tolerance"] > 0).all(), shown
+    assert not card.loc[~card["known_gap"], "passed"].eq(False).any(), shown
+    assert not card.loc[card["known_gap"], "passed"].any(), shown
+    assert set(
+        zip(card.loc[card["known_gap"], "statistic"], card.loc[card["known_gap"], "group"], strict=True)
+    ) == set(realism.KNOWN_GAPS)

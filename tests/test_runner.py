@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from rcnnlib.book import runner
+from rcnnlib.book import cache, decorate, execute, profiles, runner
 from rcnnlib.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,31 +60,31 @@ def tiny_book(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------- profiles
 @pytest.mark.parametrize("name", ["ci", "default", "paper"])
 def test_repository_profiles_match_the_notebooks(name: str):
-    profile = runner.load_profile(name)
+    profile = profiles.load_profile(name)
     assert set(profile) >= {"common", "notebooks"}
-    notebooks = runner.toc_notebooks(REPO)
+    notebooks = profiles.toc_notebooks(REPO)
     assert notebooks and notebooks[0] == Path("book/01_hits_survey.ipynb")
-    declared = {nb.stem: runner.declared_parameters(REPO / nb) for nb in notebooks}
-    resolved = runner.resolve_parameters(declared, profile)  # raises on keys no notebook declares
+    declared = {nb.stem: profiles.declared_parameters(REPO / nb) for nb in notebooks}
+    resolved = profiles.resolve_parameters(declared, profile)  # raises on keys no notebook declares
     assert set(resolved) == set(declared)
 
 
 def test_unknown_profile_lists_the_available_ones():
     with pytest.raises(InputError, match=r"no profile 'nope'.*ci, default, paper"):
-        runner.load_profile("nope")
+        profiles.load_profile("nope")
 
 
 def test_malformed_profile(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text("common: [1, 2]\n")
     with pytest.raises(InputError, match="must be mappings"):
-        runner.load_profile("bad", tmp_path)
+        profiles.load_profile("bad", tmp_path)
     (tmp_path / "typo.yaml").write_text("comon: {}\n")
     with pytest.raises(InputError, match="unknown top-level keys"):
-        runner.load_profile("typo", tmp_path)
+        profiles.load_profile("typo", tmp_path)
 
 
 def test_toc_order(tiny_book: Path):
-    assert runner.toc_notebooks(tiny_book) == [
+    assert profiles.toc_notebooks(tiny_book) == [
         Path("book/a.ipynb"),
         Path("book/b.ipynb"),
         Path("book/c.ipynb"),
@@ -105,12 +105,12 @@ def test_toc_order(tiny_book: Path):
     ],
 )
 def test_override_values_are_typed(text: str, value: object):
-    parsed = runner.parse_value(text)
+    parsed = profiles.parse_value(text)
     assert parsed == value and type(parsed) is type(value)
 
 
 def test_parse_overrides_from_cli_pairs():
-    assert runner.parse_overrides([["seed", "4"], ["a.x", "hello"]]) == {"seed": 4, "a.x": "hello"}
+    assert profiles.parse_overrides([["seed", "4"], ["a.x", "hello"]]) == {"seed": 4, "a.x": "hello"}
 
 
 DECLARED = {"a": {"seed": {}, "x": {}, "hits_dir": {}}, "b": {}, "c": {"seed": {}}}
@@ -118,7 +118,7 @@ DECLARED = {"a": {"seed": {}, "x": {}, "hits_dir": {}}, "b": {}, "c": {"seed": {
 
 def test_only_declared_parameters_are_injected_with_precedence():
     profile = {"common": {"seed": 5}, "notebooks": {"a": {"x": "p"}}}
-    resolved = runner.resolve_parameters(
+    resolved = profiles.resolve_parameters(
         DECLARED, profile, {"seed": 7, "c.seed": 9}, provided={"hits_dir": "/data", "artifacts_dir": "/art"}
     )
     assert resolved == {"a": {"seed": 7, "x": "p", "hits_dir": "/data"}, "b": {}, "c": {"seed": 9}}
@@ -127,18 +127,18 @@ def test_only_declared_parameters_are_injected_with_precedence():
 def test_unknown_override_lists_valid_keys():
     valid = r"valid keys: hits_dir, seed, x \(or NOTEBOOK\.KEY for one notebook: a, c\)"
     with pytest.raises(InputError, match=rf"unknown parameter 'sede'; {valid}"):
-        runner.resolve_parameters(DECLARED, {}, {"sede": 1})
+        profiles.resolve_parameters(DECLARED, {}, {"sede": 1})
     with pytest.raises(InputError, match=r"unknown parameter 'b\.seed'"):
-        runner.resolve_parameters(DECLARED, {}, {"b.seed": 1})
+        profiles.resolve_parameters(DECLARED, {}, {"b.seed": 1})
 
 
 def test_profile_keys_must_exist_in_notebooks():
     with pytest.raises(InputError, match=r"common\.nope is declared by no notebook"):
-        runner.resolve_parameters(DECLARED, {"common": {"nope": 1}})
+        profiles.resolve_parameters(DECLARED, {"common": {"nope": 1}})
     with pytest.raises(InputError, match=r"notebooks\.zz: no such notebook"):
-        runner.resolve_parameters(DECLARED, {"notebooks": {"zz": {}}})
+        profiles.resolve_parameters(DECLARED, {"notebooks": {"zz": {}}})
     with pytest.raises(InputError, match=r"notebooks\.b\.seed: b declares no such parameter"):
-        runner.resolve_parameters(DECLARED, {"notebooks": {"b": {"seed": 1}}})
+        profiles.resolve_parameters(DECLARED, {"notebooks": {"b": {"seed": 1}}})
 
 
 # -------------------------------------------------------------- execution
@@ -382,13 +382,13 @@ def test_one_run_per_build_folder(cached_book: Path, tmp_path: Path):
 
 
 def test_library_modules_follow_imports_through_the_package():
-    uses = runner.library_modules(["%matplotlib inline\nfrom rcnnlib.book import figures\nimport numpy"])
+    uses = cache.library_modules(["%matplotlib inline\nfrom rcnnlib.book import figures\nimport numpy"])
     assert uses is not None and {"rcnnlib.book.figures", "rcnnlib.sim.survey", "rcnnlib.photometry"} <= uses
     assert "rcnnlib.sim.simulate" not in uses and "rcnnlib.book.runner" not in uses
-    assert runner.library_modules(["import numpy"]) == {"rcnnlib"}
-    assert runner.library_modules(["def broken(:"]) is None  # unknown: the caller hashes everything
+    assert cache.library_modules(["import numpy"]) == {"rcnnlib"}
+    assert cache.library_modules(["def broken(:"]) is None  # unknown: the caller hashes everything
     # editing a module a stage does not import leaves its fingerprint alone
-    assert runner.library_fingerprint({"rcnnlib", "rcnnlib.paths"}) != runner.library_fingerprint(None)
+    assert cache.library_fingerprint({"rcnnlib", "rcnnlib.paths"}) != cache.library_fingerprint(None)
 
 
 def test_figures_without_alt_text_get_one_naming_their_section():
@@ -402,7 +402,7 @@ def test_figures_without_alt_text_get_one_naming_their_section():
         new_code_cell("fig", outputs=[figure], metadata={"mystnb": {"image": {"alt": "Seeing against MJD"}}}),
         new_code_cell("print(1)", outputs=[new_output("stream", name="stdout", text="1")]),
     ]
-    runner._default_alt_text(cells)
+    decorate._default_alt_text(cells)
     assert (
         cells[2].metadata["mystnb"]["image"]["alt"]
         == "Figure of the section “Observing conditions” of “The survey”"
@@ -432,15 +432,15 @@ def test_a_kernel_that_dies_at_start_up_is_started_again(
         Path(output).write_text("{}")
 
     monkeypatch.setattr(papermill, "execute_notebook", flaky)
-    monkeypatch.setattr(runner.time, "sleep", lambda _: None)
+    monkeypatch.setattr(execute.time, "sleep", lambda _: None)
     notebook = tmp_path / "a.ipynb"
     write_notebook(notebook, None, "x = 1")
     out = tmp_path / "out" / "a.ipynb"
     if calls == 1:
         with pytest.raises(InputError, match="some other failure"):
-            runner.execute_notebook(notebook, out, {}, "a.ipynb")
+            execute.execute_notebook(notebook, out, {}, "a.ipynb")
     else:
-        runner.execute_notebook(notebook, out, {}, "a.ipynb")
+        execute.execute_notebook(notebook, out, {}, "a.ipynb")
         assert out.exists()
     assert len(seen) == calls
 

@@ -94,8 +94,8 @@ def check_page(html: str, expected_images: int | None = None) -> list[str]:
     main = _main(soup)
     text = main.get_text(" ")
     problems = []
-    if FIGURE_REPR.search(text):
-        problems.append(f"a figure printed as text ({FIGURE_REPR.search(text).group(0)})")
+    if figure := FIGURE_REPR.search(text):
+        problems.append(f"a figure printed as text ({figure.group(0)})")
     log = LOG_LINE.search(text)
     if log:
         start = max(0, log.start() - 20)

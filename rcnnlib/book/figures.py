@@ -9,20 +9,29 @@ displays it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from astropy.visualization import AsinhStretch, ImageNormalize, ManualInterval
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+from matplotlib.typing import RcKeyType
 
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.photometry import light_curve
 from rcnnlib.sim.survey import Survey
 from rcnnlib.stamps import night_of
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 CONDITION_LABELS: dict[str, str] = {
     "seeing": "seeing FWHM [arcsec]",
@@ -43,18 +52,31 @@ OKABE_ITO: tuple[str, ...] = (
     "#F0E442",  # yellow
     "#000000",  # black
 )
-BOOK_STYLE: dict[str, object] = {
-    "axes.prop_cycle": mpl.cycler(color=OKABE_ITO),
+BOOK_STYLE: dict[RcKeyType, Any] = {
+    "axes.prop_cycle": cycler(color=OKABE_ITO),
     "image.cmap": "viridis",  # perceptually uniform, readable in grey and by colour-blind readers
 }
 
 
-def use_book_style() -> None:
-    """Apply the book's figure style (palette, colour map); importing this module does it."""
-    mpl.rcParams.update(BOOK_STYLE)
+def book_style() -> contextlib.AbstractContextManager:
+    """The book's figure style (palette, colour map) for the figures drawn inside the ``with`` block."""
+    return mpl.rc_context(BOOK_STYLE)
 
 
-use_book_style()
+def book_figure(draw: Callable[P, R]) -> Callable[P, R]:
+    """Draw a book figure in the book's style without changing the caller's matplotlib settings.
+
+    Why a context and not ``rcParams.update`` on import: importing a plotting
+    module must not restyle the figures of the notebook (or program) importing it.
+    """
+
+    @functools.wraps(draw)
+    def in_style(*args: P.args, **kwargs: P.kwargs) -> R:
+        with book_style():
+            return draw(*args, **kwargs)
+
+    in_style.book_style = True  # type: ignore[attr-defined]
+    return in_style
 
 
 def show_figures_in_notebooks() -> bool:
@@ -94,6 +116,7 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 # ------------------------------------------------------------- conditions
+@book_figure
 def plot_conditions(survey: Survey, columns: Sequence[str] = ("seeing", "sky", "limit_mag_5sigma")) -> Figure:
     """Conditions vs MJD for every field and epoch (left) and per-field medians with 16-84 % ranges (right).
 
@@ -151,6 +174,7 @@ def plot_conditions(survey: Survey, columns: Sequence[str] = ("seeing", "sky", "
     return fig
 
 
+@book_figure
 def plot_seeing_cut(survey: Survey) -> Figure:
     """Seeing distribution with the quality cut, and how many epochs each field keeps."""
     epochs = survey.epochs
@@ -179,6 +203,7 @@ def plot_seeing_cut(survey: Survey) -> Figure:
     return fig
 
 
+@book_figure
 def plot_cadence(survey: Survey) -> Figure:
     """When each field was observed, the gaps between its epochs, and epochs per night."""
     epochs = survey.epochs.assign(cut=survey.epochs["seeing"] >= survey.max_seeing)
@@ -186,7 +211,7 @@ def plot_cadence(survey: Survey) -> Figure:
     fields = survey.fields
     row = {f: i for i, f in enumerate(fields)}
     fig = new_figure(13, 8)
-    top, bottom = fig.subfigures(2, 1, height_ratios=(1.6, 1))
+    top, bottom = fig.subfigures(2, 1, height_ratios=(1.6, 1), squeeze=False)[:, 0]
     ax_map = top.subplots()
     points = ax_map.scatter(
         usable["mjd"],
@@ -282,6 +307,7 @@ def draw_strip(
         ax.set_title(label, fontsize=6, pad=1, color=CUT_COLOR if seeing[e] >= max_seeing else "k")
 
 
+@book_figure
 def plot_sequence_strip(ds: SequenceDataset, i: int, max_epochs: int | None = 15) -> Figure:
     """One row of the sequence's sky-subtracted stamps, titled with days since its first epoch."""
     n = len(pick_epochs(int(ds.mask[i].sum()), max_epochs))
@@ -320,6 +346,7 @@ def draw_light_curve(ax: Axes, ds: SequenceDataset, i: int, flux: np.ndarray, fl
     ax.tick_params(labelsize=6)
 
 
+@book_figure
 def plot_light_curve(
     ds: SequenceDataset,
     i: int,
@@ -355,6 +382,7 @@ def select_examples(ds: SequenceDataset, n_per_class: int, seed: int = 0) -> dic
     return chosen
 
 
+@book_figure
 def plot_class_gallery(
     ds: SequenceDataset,
     indices: Sequence[int],
@@ -379,6 +407,7 @@ def plot_class_gallery(
     return fig
 
 
+@book_figure
 def gallery(
     ds: SequenceDataset,
     n_per_class: int = 4,
@@ -420,6 +449,7 @@ REAL_COLOR = "k"
 SIM_COLOR = "C1"
 
 
+@book_figure
 def plot_model_light_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], t0: float) -> Figure:
     """Noise-free model light curves, one panel per class: ``{class: (mjd (T,), mag (k, T))}``.
 
@@ -450,6 +480,7 @@ def plot_model_light_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], t0
     return fig
 
 
+@book_figure
 def sequence_movie(ds: SequenceDataset, indices: dict[str, int], interval_ms: int = 300) -> str:
     """An HTML/JavaScript movie (no external files): one panel per class, one frame per epoch.
 
@@ -480,6 +511,7 @@ def sequence_movie(ds: SequenceDataset, indices: dict[str, int], interval_ms: in
     return movie.to_jshtml(default_mode="loop")
 
 
+@book_figure
 def plot_side_by_side(
     real: SequenceDataset, sim: SequenceDataset, pairs: dict[str, tuple[int, int]], max_epochs: int = 12
 ) -> Figure:
@@ -517,6 +549,7 @@ def _scatter_pair(
     ax.tick_params(labelsize=7)
 
 
+@book_figure
 def plot_realism(
     noise: tuple[pd.DataFrame, pd.DataFrame],
     fwhm: tuple[pd.DataFrame, pd.DataFrame],
@@ -538,7 +571,7 @@ def plot_realism(
         title="noise of the sky-subtracted stamp",
     )
     ax_noise.legend(fontsize=7, markerscale=3)
-    _scatter_pair(ax_fwhm, *fwhm, "seeing", "fwhm_arcsec")
+    _scatter_pair(ax_fwhm, fwhm[0], fwhm[1], "seeing", "fwhm_arcsec")
     ax_fwhm.plot([0.8, 2.0], [0.8, 2.0], color="0.6", lw=0.8, ls="--")
     ax_fwhm.set(
         xlabel="seeing (survey record) [arcsec]",
@@ -546,38 +579,93 @@ def plot_realism(
         title="PSF width of bright stars",
     )
     peak_tables = tuple(t.assign(log_peak=np.log10(t["peak"].where(t["peak"] > 0))) for t in peaks)
-    _scatter_pair(ax_peak, *peak_tables, "mag", "log_peak")
+    _scatter_pair(ax_peak, peak_tables[0], peak_tables[1], "mag", "log_peak")
     ax_peak.set(xlabel="aperture magnitude", ylabel="log10 peak above sky [ADU]", title="peak counts")
     return fig
 
 
+@book_figure
 def plot_distributions(
     real: pd.DataFrame, sim: pd.DataFrame, column: str, classes: Sequence[str], xlabel: str, log: bool = False
 ) -> Figure:
-    """Histograms of one per-sequence statistic, real vs simulated, one panel per class."""
+    """Histograms of one per-sequence statistic, one panel per class: real outline over simulated fill.
+
+    Each set is normalised on its own (density), so the shapes compare although
+    the simulated set is larger.
+    """
     fig = new_figure(3.0 * len(classes), 2.5)
     axes = np.atleast_1d(fig.subplots(1, len(classes)))
     for ax, name in zip(axes, classes, strict=True):
-        r = real.loc[real["class_name"] == name, column].dropna()
         s = sim.loc[sim["class_name"] == name, column].dropna()
-        values = pd.concat([r, s])
-        values = values[values > 0] if log else values
-        if values.empty:
+        r = real.loc[real["class_name"] == name, column].dropna()
+        if log:
+            s, r = s[s > 0], r[r > 0]
+        if s.empty and r.empty:
             ax.set_title(f"{name}: no data", fontsize=9)
             continue
-        lo, hi = np.percentile(values, [1, 99])
+        lo, hi = np.percentile(pd.concat([s, r]), [1, 99])
         bins = np.geomspace(lo, hi, 25) if log else np.linspace(lo, hi, 25)
-        ax.hist(s, bins=bins, density=True, alpha=0.5, color=SIM_COLOR, label=f"simulated ({len(s)})")
-        ax.hist(
-            r, bins=bins, density=True, histtype="step", lw=1.5, color=REAL_COLOR, label=f"real ({len(r)})"
-        )
-        if log:
-            ax.set_xscale("log")
+        compare_histograms(ax, s, r, bins, log, sim_style="fill")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=7)
-        ax.tick_params(labelsize=6)
-        ax.legend(fontsize=6)
+        ax.tick_params(which="both", labelsize=6)
+        shrink_legend(ax, 6)
     return fig
+
+
+def compare_histograms(
+    ax: Axes,
+    sim: pd.Series | np.ndarray,
+    real: pd.Series | np.ndarray,
+    bins: np.ndarray,
+    log: bool,
+    sim_style: str,
+) -> None:
+    """Simulated and real values on one axis (seaborn ``histplot``, density), one filled and one outlined.
+
+    ``sim_style``: ``"fill"`` (real outlined) or ``"line"`` (real filled). ``bins`` are
+    edges in data units; with ``log`` seaborn bins in log10 space, so they are given there.
+    """
+    import seaborn as sns  # here, not at the top: seaborn imports pyplot, which no other figure needs
+
+    sim_filled = sim_style == "fill"
+    for values, tag, colour, filled in (
+        (sim, "simulated", SIM_COLOR, sim_filled),
+        (real, "real", REAL_COLOR, not sim_filled),
+    ):
+        if len(values):
+            sns.histplot(
+                x=np.asarray(values),
+                bins=np.log10(bins) if log else bins,
+                stat="density",
+                element="bars" if filled else "step",
+                fill=filled,
+                alpha=0.5 if filled else 1.0,
+                linewidth=0 if filled else 1.5,
+                color=colour,
+                log_scale=log,
+                label=f"{tag} ({len(values)})",
+                ax=ax,
+            )
+    if log:  # plain numbers, minor ticks labelled at 2 and 5 only: sci-notation labels overprint
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
+    ax.set_ylabel("density", fontsize=7)
+    ax.legend()
+
+
+def _label_2_and_5(value: float, _position: int) -> str:
+    mantissa = round(value / 10 ** np.floor(np.log10(value))) if value > 0 else 0
+    return f"{value:g}" if mantissa in (2, 5) else ""
+
+
+def shrink_legend(ax: Axes, size: float) -> None:
+    """Seaborn builds the legend with the default size and a title; fit it to a small panel."""
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.set_title("")
+        for text in legend.get_texts():
+            text.set_fontsize(size)
 
 
 def bright_examples(ds: SequenceDataset, quantile: float = 0.9) -> dict[str, int]:
@@ -599,6 +687,7 @@ def bright_examples(ds: SequenceDataset, quantile: float = 0.9) -> dict[str, int
 
 
 # --------------------------------------------------------------------------- the RCNN chapters
+@book_figure
 def plot_training_history(history: dict[str, list[float]], title: str = "") -> Figure:
     """Loss and per-step accuracy by epoch, training vs held-out simulations."""
     fig = new_figure(7.0, 2.6)
@@ -617,37 +706,42 @@ def plot_training_history(history: dict[str, list[float]], title: str = "") -> F
     return fig
 
 
+@book_figure
 def plot_confusion(
     matrices: dict[str, np.ndarray], class_names: Sequence[str], true_classes: Sequence[str]
 ) -> Figure:
     """Confusion matrices (rows: true real classes, columns: all predicted classes), row-normalised."""
     fig = new_figure(3.6 * len(matrices), 2.8)
     axes = np.atleast_1d(fig.subplots(1, len(matrices)))
+    import seaborn as sns  # here, not at the top: seaborn imports pyplot, which no other figure needs
+
     rows = [list(class_names).index(c) for c in true_classes]
     for ax, (title, matrix) in zip(axes, matrices.items(), strict=True):
         counts = np.asarray(matrix)[rows]
         frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-        ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
-        for r in range(frac.shape[0]):
-            for c in range(frac.shape[1]):
-                if counts[r, c]:
-                    ax.text(
-                        c,
-                        r,
-                        f"{frac[r, c]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="w" if frac[r, c] > 0.6 else "k",
-                    )
-        ax.set_xticks(range(len(class_names)), class_names, fontsize=7)
-        ax.set_yticks(range(len(rows)), true_classes, fontsize=7)
+        labels = np.where(counts > 0, np.char.mod("%.2f", frac), "")  # empty cells stay blank
+        sns.heatmap(
+            frac,
+            vmin=0,
+            vmax=1,
+            cmap="Blues",
+            annot=labels,
+            fmt="",
+            annot_kws={"fontsize": 7},
+            cbar=False,
+            square=True,
+            xticklabels=list(class_names),
+            yticklabels=list(true_classes),
+            ax=ax,
+        )
+        ax.tick_params(labelsize=7, rotation=0)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title, fontsize=9)
     return fig
 
 
+@book_figure
 def plot_early_recall(curves: dict[str, dict[str, list[float]]], epochs_per_step: int = 3) -> Figure:
     """Recall per class against the number of epochs seen, one panel per model."""
     fig = new_figure(3.6 * len(curves), 2.8)
@@ -663,6 +757,7 @@ def plot_early_recall(curves: dict[str, dict[str, list[float]]], epochs_per_step
     return fig
 
 
+@book_figure
 def plot_prediction_examples(
     ds: SequenceDataset,
     indices: Sequence[int],
@@ -691,6 +786,7 @@ def plot_prediction_examples(
     return fig
 
 
+@book_figure
 def plot_psf_matching(
     ds: SequenceDataset, config, example: int = 0, curves: dict[str, np.ndarray] | None = None
 ) -> Figure:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from rcnnlib.book.figures import REAL_COLOR, SIM_COLOR, new_figure
+from rcnnlib.book.figures import book_figure, compare_histograms, new_figure, shrink_legend
 
 SHOWN_FEATURES: tuple[str, ...] = (
     "mag_weighted_mean",
@@ -65,6 +65,7 @@ def most_variable_object(kron: pd.DataFrame) -> str:
     return str((spread[0.9] - spread[0.1]).idxmax())
 
 
+@book_figure
 def plot_kron_comparison(kron: pd.DataFrame, limit: float = 0.3) -> Figure:
     """PSF − Kron − offset against Kron magnitude and seeing; the light curve of the most variable star."""
     fig = new_figure(14, 4)
@@ -106,6 +107,7 @@ def _bins(values: np.ndarray, log: bool, n: int = 30) -> np.ndarray | None:
     return np.geomspace(lo, hi, n) if log else np.linspace(lo, hi, n)
 
 
+@book_figure
 def plot_feature_distributions(
     sim_features: np.ndarray,
     sim_labels: np.ndarray,
@@ -130,25 +132,26 @@ def plot_feature_distributions(
         for col, name in enumerate(classes):
             ax = axes[row, col]
             label = list(class_names).index(name)
-            for values, kwargs in (
-                (sim_features[sim_labels == label, j], {"histtype": "step", "lw": 1.5, "color": SIM_COLOR}),
-                (real_features[real_labels == label, j], {"alpha": 0.5, "color": REAL_COLOR}),
-            ):
-                values = values[np.isfinite(values)]
-                if bins is not None and values.size:
-                    ax.hist(values, bins=bins, density=True, **kwargs)
-            if log:
-                ax.set_xscale("log")
+            sim_values = sim_features[sim_labels == label, j]
+            real_values = real_features[real_labels == label, j]
+            if bins is not None:
+                keep = (lambda v: v[np.isfinite(v) & (v > 0)]) if log else (lambda v: v[np.isfinite(v)])
+                compare_histograms(ax, keep(sim_values), keep(real_values), bins, log, sim_style="line")
+                if (row, col) != (0, 0):
+                    ax.get_legend().remove()
+            ax.set_xlabel("")
+            ax.set_ylabel("")
             ax.set_yticks([])
-            ax.tick_params(labelsize=7)
+            ax.tick_params(which="both", labelsize=7)
             if row == 0:
                 ax.set_title(name)
             if col == 0:
                 ax.set_ylabel(feature.removeprefix("mag_"), fontsize=8)
-    axes[0, 0].legend(["simulated", "real"], fontsize=7)
+    shrink_legend(axes[0, 0], 7)
     return fig
 
 
+@book_figure
 def plot_feature_importance(importance: pd.Series, top: int = 20) -> Figure:
     """The ``top`` features by mean decrease in impurity, largest at the top."""
     fig = new_figure(7, 0.25 * top + 1)

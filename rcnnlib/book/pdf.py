@@ -82,7 +82,7 @@ def chromium_path(install: bool = True) -> str:
 
 def build_singlehtml(build_dir: Path) -> Path:
     """The whole executed book as one HTML page (``jupyter-book build --builder singlehtml``)."""
-    from rcnnlib.book.runner import build_html
+    from rcnnlib.book.html import build_html
 
     return build_html(build_dir, builder="singlehtml") / "index.html"
 

@@ -68,541 +68,53 @@ from the cache, wall times, parameters.
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import copy
 import datetime as dt
 import fcntl
-import hashlib
-import importlib.metadata
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rcnnlib import paths
+from rcnnlib.book.cache import (
+    CACHE_FORMAT,
+    RECORDS_DIR,
+    StageRecord,
+    code_sources,
+    data_fingerprint,
+    digest,
+    environment_fingerprint,
+    hash_tree,
+    library_fingerprint,
+    library_modules,
+    notebook_hashes,
+    read_record,
+    why_not_cached,
+)
+from rcnnlib.book.decorate import decorate, parameters_markdown, refresh_presentation
+from rcnnlib.book.execute import execute_notebook
+from rcnnlib.book.html import BOOK_DIRS, build_html, copy_book_sources, remove_html
+from rcnnlib.book.profiles import (
+    SUMMARY_PARAMETER,
+    Stage,
+    book_stages,
+    load_profile,
+    params_dir,
+    resolve_parameters,
+)
 from rcnnlib.errors import InputError
+from rcnnlib.outputs import write_atomic
 
-PROFILE_KEYS = ("description", "common", "notebooks")
-BOOK_FILES = ("_config.yml", "_toc.yml")
-BOOK_DIRS = ("book",)
 ARTIFACTS_DIR = "artifacts"
-KERNEL_NAME = "python3"
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
-
-
-# ------------------------------------------------------------------ profiles
-def params_dir(source_dir: Path | None = None) -> Path:
-    """The folder holding the profiles: ``params/`` of the book sources."""
-    return (source_dir or paths.REPO_ROOT) / "params"
-
-
-def available_profiles(directory: Path | None = None) -> list[str]:
-    """Profile names found in the params folder."""
-    directory = directory or params_dir()
-    return sorted(p.stem for p in directory.glob("*.yaml"))
-
-
-def load_profile(name: str, directory: Path | None = None) -> dict[str, Any]:
-    """Read ``params/<name>.yaml`` (or a YAML path) as ``{"common": {...}, "notebooks": {stem: {...}}}``.
-
-    Structure is checked here; whether the keys exist in the notebooks is
-    checked by :func:`resolve_parameters`, which knows what they declare.
-    """
-    directory = directory or params_dir()
-    path = Path(name) if name.endswith((".yaml", ".yml")) else directory / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(available_profiles(directory)) or "none"
-        raise InputError(f"no profile {name!r} (profiles in {directory}: {known})", path)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {str(exc).splitlines()[0]}", path) from None
-    if not isinstance(spec, dict):
-        raise InputError("a profile is a mapping with 'common' and 'notebooks' sections", path)
-    unknown = sorted(set(spec) - set(PROFILE_KEYS))
-    if unknown:
-        raise InputError(f"unknown top-level keys {unknown}; expected {', '.join(PROFILE_KEYS)}", path)
-    common = spec.get("common") or {}
-    notebooks = spec.get("notebooks") or {}
-    if not isinstance(common, dict) or not isinstance(notebooks, dict):
-        raise InputError("'common' and 'notebooks' must be mappings", path)
-    for stem, section in notebooks.items():
-        if section is not None and not isinstance(section, dict):
-            raise InputError(f"notebooks.{stem} must be a mapping of parameter: value", path)
-    return {
-        "name": path.stem,
-        "path": path,
-        "description": str(spec.get("description", "")),
-        "common": dict(common),
-        "notebooks": {str(k): dict(v or {}) for k, v in notebooks.items()},
-    }
-
-
-def parse_value(text: str) -> Any:
-    """A ``-p`` value as a YAML scalar (``3`` -> int, ``0.5``/``1e3`` -> float, ``true``, ``null``)."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads "1e3" as a string
-        except ValueError:
-            return value
-    return value
-
-
-def parse_overrides(pairs: Iterable[Sequence[str]] | None) -> dict[str, Any]:
-    """``[(KEY, VALUE), ...]`` from the command line to a dict of typed values."""
-    return {str(key): parse_value(str(value)) for key, value in (pairs or [])}
-
-
-# ------------------------------------------------------------------- the toc
-def toc_files(source_dir: Path) -> list[str]:
-    """Every ``file`` entry of ``_toc.yml`` (root first), in reading order, without extension."""
-    toc_path = source_dir / "_toc.yml"
-    if not toc_path.is_file():
-        raise InputError("no table of contents", toc_path)
-    try:
-        toc = yaml.safe_load(toc_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {str(exc).splitlines()[0]}", toc_path) from None
-    found: list[str] = [str(toc["root"])] if "root" in toc else []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                walk(item)
-        elif isinstance(node, dict):
-            if "file" in node:
-                found.append(str(node["file"]))
-            for key in ("parts", "chapters", "sections"):
-                walk(node.get(key))
-
-    walk({k: v for k, v in toc.items() if k != "root"})
-    return [str(Path(f).with_suffix("")) if Path(f).suffix in (".md", ".ipynb") else f for f in found]
-
-
-def toc_notebooks(source_dir: Path) -> list[Path]:
-    """The notebooks of the book in ``_toc.yml`` order, relative to ``source_dir``."""
-    notebooks = []
-    for entry in toc_files(source_dir):
-        rel = Path(f"{entry}.ipynb")
-        if (source_dir / rel).is_file():
-            notebooks.append(rel)
-        elif not (source_dir / f"{entry}.md").is_file():
-            raise InputError(f"_toc.yml lists {entry!r} but neither .ipynb nor .md exists", source_dir)
-    return notebooks
-
-
-def declared_parameters(notebook: Path) -> dict[str, Any]:
-    """The parameters a notebook declares (its cell tagged ``parameters``), name -> papermill info."""
-    import papermill
-
-    try:
-        return dict(papermill.inspect_notebook(str(notebook)))
-    except Exception as exc:  # unreadable JSON, bad nbformat...
-        raise InputError(f"cannot inspect notebook: {exc}".splitlines()[0], notebook) from None
-
-
-# -------------------------------------------------------------- parameters
-def resolve_parameters(
-    declared: Mapping[str, Mapping[str, Any]],
-    profile: Mapping[str, Any],
-    overrides: Mapping[str, Any] | None = None,
-    provided: Mapping[str, Any] | None = None,
-    origins: dict[str, dict[str, str]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Parameters to inject into each notebook (by stem), keeping only the ones it declares.
-
-    ``declared`` maps notebook stem -> declared parameters; ``provided`` are
-    runner values (paths) injected where declared. Keys that no notebook
-    declares are errors that list the valid ones, so a typo never passes silently.
-    ``origins``, if given, is filled with stem -> name -> which layer set the value
-    (shown in the parameter box at the top of each executed chapter).
-    """
-    overrides = dict(overrides or {})
-    provided = dict(provided or {})
-    all_names = sorted({name for params in declared.values() for name in params})
-    source = profile.get("path")
-
-    def valid_list() -> str:
-        if not all_names:
-            return "none (no notebook declares parameters)"
-        stems = ", ".join(stem for stem, params in declared.items() if params)
-        return f"{', '.join(all_names)} (or NOTEBOOK.KEY for one notebook: {stems})"
-
-    for key in profile.get("common", {}):
-        if key not in all_names:
-            raise InputError(f"common.{key} is declared by no notebook; valid keys: {valid_list()}", source)
-    for stem, section in profile.get("notebooks", {}).items():
-        if stem not in declared:
-            raise InputError(
-                f"notebooks.{stem}: no such notebook in _toc.yml ({', '.join(declared) or 'none'})", source
-            )
-        for key in section:
-            if key not in declared[stem]:
-                raise InputError(
-                    f"notebooks.{stem}.{key}: {stem} declares no such parameter "
-                    f"(it declares {', '.join(declared[stem]) or 'none'})",
-                    source,
-                )
-    plain: dict[str, Any] = {}
-    qualified: dict[str, dict[str, Any]] = {}
-    for key, value in overrides.items():
-        stem, dot, name = key.rpartition(".")
-        if dot and stem in declared and name in declared[stem]:
-            qualified.setdefault(stem, {})[name] = value
-        elif not dot and key in all_names:
-            plain[key] = value
-        else:
-            raise InputError(f"unknown parameter {key!r}; valid keys: {valid_list()}")
-
-    resolved: dict[str, dict[str, Any]] = {}
-    for stem, params in declared.items():
-        name = profile.get("name", "profile")
-        layers = (
-            ("runner", provided),
-            (f"profile {name} (common)", profile.get("common", {})),
-            (f"profile {name} (notebooks.{stem})", profile.get("notebooks", {}).get(stem, {})),
-            ("command line (-p KEY)", plain),
-            (f"command line (-p {stem}.KEY)", qualified.get(stem, {})),
-        )
-        values: dict[str, Any] = {}
-        where: dict[str, str] = {}
-        for label, layer in layers:
-            for k, v in layer.items():
-                if k in params:
-                    values[k] = v
-                    where[k] = label
-        resolved[stem] = values
-        if origins is not None:
-            origins[stem] = where
-    return resolved
-
-
-# -------------------------------------------------------------- execution
-RECORDS_DIR = "stages"
 RUN_FILE = "book-run.json"
 RUNNING_DIR = ".running"
 LOCK_FILE = ".lock"
-SUMMARY_PARAMETER = "stage_records"
-PARAMETERS_TAG = "rcnnlib-parameters"
-INJECTED_TAG = "injected-parameters"
-CACHE_FORMAT = 1
-RUNNER_PROVIDED = (
-    "hits_dir",
-    "artifacts_dir",
-    "artefacts_dir",
-    SUMMARY_PARAMETER,
-    "source_dir",
-    "profile_name",
-)
-"""Parameters the runner sets (see the module docstring), injected where a notebook declares them."""
-
-
-def _first_line(source: str) -> str:
-    lines = [line.strip() for line in source.splitlines() if line.strip()]
-    return lines[0] if lines else ""
-
-
-def _code_cell_number(notebook: Path, source: str) -> int | None:
-    """1-based position of the code cell with this source in the source notebook (None if not found)."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for number, cell in enumerate(code, start=1):
-        if cell.source.strip() == source.strip():
-            return number
-    return None
-
-
-KERNEL_START_ATTEMPTS = 3
-"""Tries to start a notebook's kernel. jupyter_client picks free TCP ports and
-releases them before the kernel binds them, so two kernels started at the same
-moment (parallel tests, two builds) can collide and one dies before it answers.
-No cell has run then, so starting again is safe."""
-
-
-def _kernel_failed_to_start(exc: BaseException) -> bool:
-    """Whether ``exc`` is jupyter_client's "died before replying to kernel_info"/"didn't respond"."""
-    text = str(exc)
-    return "before replying to kernel_info" in text or "didn't respond in" in text
-
-
-def execute_notebook(
-    source: Path,
-    output: Path,
-    parameters: Mapping[str, Any],
-    label: str,
-    cwd: Path | None = None,
-    kept_at: Path | None = None,
-) -> None:
-    """Run one notebook with papermill into ``output``; a failure is one :class:`InputError` line.
-
-    The partial notebook stays at ``output`` (or wherever the caller moves it:
-    ``kept_at``, named in the message) so the traceback can be read there.
-    """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    kept_at = kept_at or output
-    previous = os.environ.get("MPLBACKEND")
-    # A headless MPLBACKEND=Agg inherited from the caller would stop the kernel from
-    # rendering figures into the notebook; the inline backend is headless too.
-    os.environ["MPLBACKEND"] = INLINE_BACKEND
-    try:
-        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
-            try:
-                papermill.execute_notebook(
-                    str(source),
-                    str(output),
-                    parameters=dict(parameters),
-                    kernel_name=KERNEL_NAME,
-                    cwd=str(cwd or output.parent),
-                    progress_bar=False,
-                    log_output=False,
-                    # the kernel's own start-up warnings (TCP transport...) are noise in a build log
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                )
-                break
-            except RuntimeError as exc:
-                if attempt == KERNEL_START_ATTEMPTS or not _kernel_failed_to_start(exc):
-                    raise
-                time.sleep(1.0)
-    except PapermillExecutionError as exc:
-        number = _code_cell_number(source, exc.source)
-        where = f"code cell {number}" if number is not None else f"cell In [{exc.exec_count}]"
-        evalue = " ".join(str(exc.evalue).split())
-        raise InputError(
-            f"{where} ({_first_line(exc.source)!r}) raised {exc.ename}: {evalue}; "
-            f"partial notebook kept at {kept_at}",
-            label,
-        ) from None
-    except Exception as exc:  # dead kernel, timeout, missing kernel...
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(f"execution failed: {message}; partial notebook kept at {kept_at}", label) from None
-    finally:
-        if previous is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = previous
-
-
-# ------------------------------------------------------------ fingerprints
-def _digest(obj: Any) -> str:
-    """sha256 of a JSON-able object (sorted keys; paths and other objects as strings)."""
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _hash_tree(root: Path, skip: Iterable[str] = ("__pycache__", ".ipynb_checkpoints")) -> str:
-    """Content hash of every file under ``root`` (relative names included), skipping caches."""
-    digest = hashlib.sha256()
-    skip = set(skip)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if skip & set(rel.parts) or path.suffix == ".pyc":
-            continue
-        digest.update(f"{rel.as_posix()}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def _python_source(cell: str) -> str:
-    """A notebook cell as plain Python (magics and shell escapes translated by IPython)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(cell)
-
-
-def library_modules(sources: Iterable[str], package: str = "rcnnlib") -> set[str] | None:
-    """The package's modules that this code imports, directly or through each other (None: unknown).
-
-    Static: ``import``/``from ... import`` statements, relative ones included.
-    Code that cannot be parsed gives None, which callers treat as "all modules".
-    """
-    root = paths.PACKAGE_DIR
-
-    def module_file(name: str) -> Path | None:
-        if name == package:
-            return root / "__init__.py"
-        rel = Path(*name.split(".")[1:])
-        for candidate in (root / rel.with_suffix(".py"), root / rel / "__init__.py"):
-            if candidate.is_file():
-                return candidate
-        return None
-
-    def imports(code: str, current: str) -> set[str] | None:
-        try:
-            tree = ast.parse(code)
-        except SyntaxError:
-            return None
-        found: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found.update(a.name for a in node.names if a.name.split(".")[0] == package)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:  # relative: from the current module's package
-                    parts = current.split(".")[: -node.level] if not current.endswith("__init__") else []
-                    base = ".".join([*(parts or [package]), *([base] if base else [])])
-                if base.split(".")[0] != package:
-                    continue
-                found.add(base)
-                found.update(f"{base}.{a.name}" for a in node.names)
-        return {name for name in found if module_file(name) is not None}
-
-    seen: set[str] = set()
-    todo: list[str] = []
-    for source in sources:
-        try:
-            found = imports(_python_source(source), package)
-        except Exception:  # IPython could not translate the cell
-            found = None
-        if found is None:
-            return None
-        todo.extend(found)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = module_file(name)
-        found = imports(path.read_text(), name) if path else set()
-        if found is None:
-            return None
-        todo.extend(found - seen)
-    return seen | {package}
-
-
-def library_fingerprint(modules: set[str] | None = None) -> str:
-    """The package source a stage uses and all packaged data: a change re-runs the stage.
-
-    ``modules`` (from :func:`library_modules`) limits the Python files hashed to
-    the ones the stage imports; None hashes them all (conservative).
-    """
-    root = paths.PACKAGE_DIR
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if {"__pycache__", ".ipynb_checkpoints"} & set(rel.parts) or path.suffix == ".pyc":
-            continue
-        if path.suffix == ".py" and modules is not None:
-            name = ".".join(["rcnnlib", *rel.with_suffix("").parts]).removesuffix(".__init__")
-            if name not in modules:
-                continue
-        digest.update(f"{rel.as_posix()}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    data = paths.data_dir()
-    if data.is_dir() and not data.is_relative_to(root):
-        digest.update(_hash_tree(data).encode())
-    return digest.hexdigest()
-
-
-def environment_fingerprint() -> dict[str, Any]:
-    """Python's version and the installed versions of the package's direct dependencies."""
-    versions: dict[str, str | None] = {}
-    try:
-        requirements = importlib.metadata.requires("rcnnlib") or []
-    except importlib.metadata.PackageNotFoundError:  # running from a bare checkout
-        requirements = []
-    for requirement in requirements:
-        if "extra ==" in requirement:
-            continue
-        name = re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0]
-        try:
-            versions[name.lower()] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name.lower()] = None
-    return {"python": sys.version.split()[0], "packages": versions}
-
-
-def data_fingerprint(folder: Path) -> str:
-    """The real-data folder: its ``MANIFEST.sha256`` and every file's size and mtime (cheap, no reading)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return "missing"
-    digest = hashlib.sha256()
-    manifest = folder / "MANIFEST.sha256"
-    if manifest.is_file():
-        digest.update(manifest.read_bytes())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def code_sources(notebook: Path) -> list[str]:
-    """The code cells of a notebook, as written."""
-    import nbformat
-
-    return [c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
-
-
-def _why(record: Mapping[str, Any] | None, reasons: Mapping[str, str], runs: list[Any], path: Path) -> str:
-    """Why a stage cannot come from the cache, in a few words for the build log."""
-    if record is None:
-        return "no earlier run"
-    if record.get("status") != "ok":
-        return {"failed": "failed last time", "running": "interrupted last time"}.get(
-            str(record.get("status")), "no valid record"
-        )
-    if not path.is_file():
-        return "executed notebook missing"
-    changed = [name for name, value in reasons.items() if (record.get("parts") or {}).get(name) != value]
-    changed = [name for name in changed if name != "upstream"] or changed
-    if changed:
-        return "changed: " + ", ".join(changed)
-    if record.get("upstream_runs") != runs:
-        return "an earlier stage was re-executed"
-    return "forced"
-
-
-def notebook_hashes(notebook: Path) -> tuple[str, str]:
-    """(code hash, presentation hash): what execution depends on, and the markdown and tags it does not."""
-    import nbformat
-
-    nb = nbformat.read(notebook, as_version=4)
-    code = [(c.source, "parameters" in c.metadata.get("tags", [])) for c in nb.cells if c.cell_type == "code"]
-    kernel = nb.metadata.get("kernelspec", {}).get("name")
-    shown = [
-        (
-            c.cell_type,
-            c.source if c.cell_type != "code" else "",
-            c.metadata.get("tags", []),
-            c.metadata.get("mystnb"),
-        )
-        for c in nb.cells
-    ]
-    return _digest({"code": code, "kernel": kernel}), _digest(shown)
-
-
-# ----------------------------------------------------------------- stages
-@dataclass
-class Stage:
-    """One notebook of the book and what the runner knows about it."""
-
-    notebook: Path  # relative to the sources
-    declared: dict[str, Any]
-    summary: bool = False
-
-    @property
-    def stem(self) -> str:
-        return self.notebook.stem
+DONE = ("cached", "refreshed", "executed", "would run")
+"""Statuses of a stage that is up to date at the end of its turn (or would be, in a dry run)."""
 
 
 @dataclass
@@ -613,7 +125,7 @@ class StageResult:
     status: str
     key: str | None = None
     seconds: float = 0.0
-    record: dict[str, Any] | None = None
+    record: StageRecord | None = None
 
 
 @dataclass
@@ -637,32 +149,39 @@ class BookRun:
         return [s.stage for s in self.stages if s.status in ("cached", "refreshed")]
 
 
+@dataclass
+class BuildPlan:
+    """What a run resolves before it executes anything: sources, build folder, stages and their values."""
+
+    source_dir: Path
+    build: Path
+    profile: str
+    stages: list[Stage]
+    parameters: dict[str, dict[str, Any]]
+    origins: dict[str, dict[str, str]]
+    selected: set[str]
+    overrides: dict[str, Any]
+
+    @property
+    def records(self) -> Path:
+        return self.build / RECORDS_DIR
+
+    @property
+    def artifacts(self) -> Path:
+        return self.build / ARTIFACTS_DIR
+
+
+@dataclass
+class StageKey:
+    """A stage's cache key, the digest of each part of it, and the hash of its prose and tags."""
+
+    key: str
+    parts: dict[str, str]
+    shown: str
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def read_record(records: Path, stem: str) -> dict[str, Any] | None:
-    """A stage's record, or None if it has none (or an unreadable one, which counts as none)."""
-    try:
-        record = json.loads((records / f"{stem}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def stage_records(records: str | Path) -> list[dict[str, Any]]:
-    """Every stage record of a build folder's ``stages/`` (for the "Reproduce and extend" chapter)."""
-    folder = Path(records)
-    found = (read_record(folder, p.stem) for p in sorted(folder.glob("*.json")))
-    return [r for r in found if r is not None]
 
 
 @contextlib.contextmanager
@@ -675,223 +194,6 @@ def _build_lock(build: Path) -> Iterator[None]:
         except BlockingIOError:
             raise InputError("another `rcnnlib book` run is using this build folder", build) from None
         yield
-
-
-def _format_value(value: Any) -> str:
-    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
-    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
-
-
-def parameters_markdown(
-    stage: Stage,
-    values: Mapping[str, Any],
-    origins: Mapping[str, str],
-    profile: str,
-    record: Mapping[str, Any],
-) -> str:
-    """The box at the top of an executed chapter: every parameter, its value and where it came from."""
-    rows = []
-    for name, info in stage.declared.items():
-        if name in values:
-            value, origin = _format_value(values[name]), origins.get(name, "runner")
-        else:
-            value, origin = f"`{info.get('default', '')}`".replace("|", "\\|"), "notebook default"
-        meaning = str(info.get("help") or "").replace("|", "\\|")
-        rows.append(f"| `{name}` | {value} | {origin} | {meaning} |")
-    ok = record.get("status") == "ok"
-    when = str(record.get("finished", ""))[:16].replace("T", " ")
-    took = f"{record.get('seconds', 0):.0f} s"
-    lines = [  # collapsed: the title says the essentials, the table is a click away
-        f":::{{admonition}} Parameters of this run: profile `{profile}`, {when} UTC, {took}"
-        + ("" if ok else " (**failed**)"),
-        ":class: note dropdown" if ok else ":class: error",
-        f"Profile `{profile}`; {'ran' if ok else '**failed**'} {when} UTC in {took}; "
-        f"stage key `{str(record.get('key', ''))[:12]}`.",
-        "",
-    ]
-    if rows:
-        lines += ["| parameter | value | set by | meaning |", "|---|---|---|---|", *rows, ""]
-    else:
-        lines += ["This chapter has no parameters.", ""]
-    if not stage.summary:
-        lines.append(
-            f"Re-run with other values: `rcnnlib book --profile {profile} --only {stage.stem} "
-            f"-p {stage.stem}.KEY VALUE` (see *Reproduce and extend*)."
-        )
-    lines.append(":::")
-    return "\n".join(lines)
-
-
-SHOWN_OR_HIDDEN = {
-    "parameters",  # the chapter's knobs: always shown
-    "show-input",  # an author's "this code is the lesson" (how to call the library)
-    "hide-input",
-    "hide-cell",
-    "remove-input",
-    "remove-cell",
-}
-"""Tags that decide a code cell's display; any other code cell is folded (``hide-input``) in the book."""
-
-
-def _decorate(executed: Any, box: str) -> Any:
-    """Put the parameter box under the chapter title, fold code, hide papermill's injected cell.
-
-    Code is one click away: every code cell without a display tag of its own
-    (:data:`SHOWN_OR_HIDDEN`) gets ``hide-input``, so a chapter reads as narrative,
-    figures and tables, and a new chapter is folded without anyone remembering to.
-    """
-    from nbformat.v4 import new_markdown_cell
-
-    cells = [c for c in executed.cells if PARAMETERS_TAG not in c.metadata.get("tags", [])]
-    injected = [c for c in cells if INJECTED_TAG in c.metadata.get("tags", [])]
-    for cell in cells:
-        if injected and "parameters" in cell.metadata.get("tags", []):
-            cell.source = _with_run_values(cell.source, injected[0].source)
-    for cell in cells:
-        tags = cell.metadata.get("tags", [])
-        if INJECTED_TAG in tags and "remove-cell" not in tags:
-            cell.metadata["tags"] = [*tags, "remove-cell"]
-        elif cell.cell_type == "code" and not set(tags) & SHOWN_OR_HIDDEN:
-            cell.metadata["tags"] = [*tags, "hide-input"]
-    at = 1 if cells and cells[0].cell_type == "markdown" and cells[0].source.lstrip().startswith("#") else 0
-    cells.insert(at, new_markdown_cell(box, metadata={"tags": [PARAMETERS_TAG]}))
-    executed.cells = cells
-    _default_alt_text(cells)
-    return executed
-
-
-def _with_run_values(defaults: str, injected: str) -> str:
-    """The notebook's parameters cell with the values this run used, comments kept.
-
-    Why: the shown cell is the chapter's knobs with their meanings; showing the
-    notebook's defaults beside results computed with a profile's values would
-    contradict the page. Runner-provided paths keep their placeholder (no local
-    path on a page), and the box above the cell says where every value came from.
-    """
-    try:
-        tree = ast.parse(injected)
-    except SyntaxError:
-        return defaults
-    values = {
-        node.targets[0].id: ast.get_source_segment(injected, node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-    }
-    lines = []
-    for line in defaults.splitlines():
-        match = re.match(r"^(\w+)(\s*=\s*)(.*?)(\s+#.*)?$", line)
-        if match and match.group(1) in values and match.group(1) not in RUNNER_PROVIDED:
-            name, equals, _, comment = match.groups()
-            line = f"{name}{equals}{values[name]}{comment or ''}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
-
-
-def _default_alt_text(cells: list[Any]) -> None:
-    """Give figures without alt text (cell metadata ``mystnb.image.alt``) one naming their section.
-
-    A fallback so that screen readers never read out an image's file name; the
-    author's own ``"mystnb": {"image": {"alt": "..."}}`` always wins.
-    """
-    title = section = ""
-    for cell in cells:
-        if cell.cell_type == "markdown" and PARAMETERS_TAG not in cell.metadata.get("tags", []):
-            for line in cell.source.splitlines():
-                match = re.match(r"^(#{1,6})\s+(.+?)\s*#*$", line)
-                if match:
-                    text = re.sub(r"[*_`]", "", match.group(2))
-                    title = title or text
-                    section = text
-            continue
-        outputs = cell.get("outputs", []) if cell.cell_type == "code" else []
-        if not any(t in o.get("data", {}) for o in outputs for t in IMAGE_TYPES):
-            continue
-        options = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})
-        if not options.get("alt"):
-            where = f"section “{section}” of “{title}”" if section and section != title else f"“{title}”"
-            options["alt"] = f"Figure of the {where}" if title else "Figure"
-
-
-def _refresh_presentation(source: Path, executed_path: Path) -> bool:
-    """Copy markdown and tags from the source into an executed copy whose code is unchanged.
-
-    Returns False when the cells do not line up (then the stage is re-executed).
-    """
-    import nbformat
-
-    src = nbformat.read(source, as_version=4)
-    done = nbformat.read(executed_path, as_version=4)
-    box = [c for c in done.cells if PARAMETERS_TAG in c.metadata.get("tags", [])]
-    injected = [c for c in done.cells if INJECTED_TAG in c.metadata.get("tags", [])]
-    code = [c for c in done.cells if c.cell_type == "code" and INJECTED_TAG not in c.metadata.get("tags", [])]
-    if len(code) != sum(c.cell_type == "code" for c in src.cells):
-        return False
-    it = iter(code)
-    cells = []
-    for cell in src.cells:
-        if cell.cell_type != "code":
-            cells.append(cell)
-            continue
-        ran = next(it)
-        shows_run_values = "parameters" in cell.metadata.get("tags", [])  # _decorate rewrote its values
-        if ran.source != cell.source and not shows_run_values:
-            return False
-        keep = {k: v for k, v in ran.metadata.items() if k not in ("tags", "mystnb")}
-        shown = {k: cell.metadata[k] for k in ("tags", "mystnb") if cell.metadata.get(k)}
-        ran.metadata = {**keep, **copy.deepcopy(shown)}
-        cells.append(ran)
-        if "parameters" in cell.metadata.get("tags", []):
-            cells.extend(injected)
-    done.cells = cells
-    if box:
-        _decorate(done, box[0].source)
-    _atomic_write(executed_path, nbformat.writes(done))
-    return True
-
-
-def copy_book_sources(source_dir: Path, build_dir: Path) -> None:
-    """Copy the book config and non-notebook sources beside the executed notebooks (mtimes kept)."""
-    for name in BOOK_FILES:
-        src = source_dir / name
-        if src.is_file():
-            shutil.copy2(src, build_dir / name)
-    for folder in BOOK_DIRS:
-        root = source_dir / folder
-        for src in root.rglob("*"):
-            rel = src.relative_to(source_dir)
-            skip = {"_build", ".ipynb_checkpoints", "__pycache__"}
-            if src.is_dir() or src.suffix == ".ipynb" or skip & set(rel.parts):
-                continue
-            dest = build_dir / rel
-            if dest.is_file() and dest.stat().st_mtime_ns == src.stat().st_mtime_ns:
-                continue  # unchanged: keep Sphinx's incremental build incremental
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-
-
-def build_html(build_dir: Path, builder: str = "html") -> Path:
-    """``jupyter-book build`` on the build folder; returns ``_build/<builder>`` (html or singlehtml)."""
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
-        "build",
-        "--builder",
-        builder,
-        str(build_dir),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    log = build_dir / "_build" / ("jupyter-book.log" if builder == "html" else f"jupyter-book-{builder}.log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(proc.stdout + proc.stderr)
-    html = build_dir / "_build" / builder
-    if proc.returncode != 0 or not (html / "index.html").is_file():
-        tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-1:]
-        raise InputError(f"jupyter-book build failed ({' '.join(tail)}); full log in {log}", build_dir)
-    return html
 
 
 def _select(stages: list[Stage], only: Sequence[str] | None) -> set[str]:
@@ -916,15 +218,172 @@ def _select(stages: list[Stage], only: Sequence[str] | None) -> set[str]:
     return {s.stem for s in regular[: last + 1]} | {s.stem for s in chosen}
 
 
-def book_stages(source_dir: Path) -> list[Stage]:
-    """The book's stages in execution order: ``_toc.yml`` order, summary stages last."""
-    notebooks = toc_notebooks(source_dir)
-    stages = [Stage(nb, declared_parameters(source_dir / nb)) for nb in notebooks]
-    if len({s.stem for s in stages}) != len(stages):
-        raise InputError("two notebooks in _toc.yml share a file name; stems must be unique", source_dir)
-    for stage in stages:
-        stage.summary = SUMMARY_PARAMETER in stage.declared
-    return [s for s in stages if not s.summary] + [s for s in stages if s.summary]
+def plan_build(
+    profile: str,
+    overrides: Mapping[str, Any] | None,
+    build_dir: str | Path | None,
+    only: Sequence[str] | None,
+    source_dir: str | Path | None,
+) -> BuildPlan:
+    """Read the profile and the toc, resolve each stage's parameters; refuse a build folder in the sources."""
+    source = Path(source_dir or paths.REPO_ROOT).resolve()
+    prof = load_profile(profile, params_dir(source))
+    build = Path(build_dir or source / "build" / prof["name"]).resolve()
+    for folder in BOOK_DIRS:
+        if build == source or build.is_relative_to(source / folder):
+            raise InputError("the build folder must lie outside the book sources", build)
+    stages = book_stages(source)
+    provided = {
+        "hits_dir": str(paths.hits_dir()),
+        "artifacts_dir": str(build / ARTIFACTS_DIR),
+        "artefacts_dir": str(build / ARTIFACTS_DIR),
+        SUMMARY_PARAMETER: str(build / RECORDS_DIR),
+        "source_dir": str(source),
+        "profile_name": prof["name"],
+    }
+    origins: dict[str, dict[str, str]] = {}
+    declared = {s.stem: s.declared for s in stages}
+    parameters = resolve_parameters(declared, prof, overrides, provided, origins)
+    selected = _select(stages, only)
+    return BuildPlan(
+        source, build, prof["name"], stages, parameters, origins, selected, dict(overrides or {})
+    )
+
+
+class _KeyMaker:
+    """Stage keys in order: each includes the keys of every stage before it (a conservative chain)."""
+
+    def __init__(self, plan: BuildPlan) -> None:
+        self.plan = plan
+        self.common = {"format": CACHE_FORMAT, "environment": environment_fingerprint()}
+        self.book_sources = {  # summary stages tabulate every profile and every parameters cell
+            "profiles": hash_tree(params_dir(plan.source_dir)),
+            "code": [notebook_hashes(plan.source_dir / s.notebook)[0] for s in plan.stages],
+        }
+        self.data: dict[str, str] = {}
+        self.upstream: list[str] = []
+
+    def key(self, stage: Stage) -> StageKey:
+        values = self.plan.parameters[stage.stem]
+        hits = str(values.get("hits_dir") or paths.hits_dir())
+        if hits not in self.data:
+            self.data[hits] = data_fingerprint(Path(hits))
+        notebook = self.plan.source_dir / stage.notebook
+        code_hash, shown_hash = notebook_hashes(notebook)
+        parts = {
+            **self.common,
+            "notebook": stage.notebook.as_posix(),
+            "code": code_hash,
+            "parameters": values,
+            "library": library_fingerprint(library_modules(code_sources(notebook))),
+            "data": self.data[hits],
+            "upstream": list(self.upstream),
+            **({"book": self.book_sources} if stage.summary else {}),
+        }
+        key = digest(parts)
+        self.upstream.append(key)
+        return StageKey(key, {name: digest(value) for name, value in parts.items()}, shown_hash)
+
+
+def _reuse(
+    plan: BuildPlan,
+    stage: Stage,
+    key: StageKey,
+    record: StageRecord | None,
+    runs: list,
+    force: bool,
+    dry_run: bool,
+) -> str | None:
+    """``cached``, ``refreshed`` or ``would refresh`` if the stage's last execution still holds, else None.
+
+    A record holds when it is ok, has the same key, read the same upstream runs and
+    its executed notebook exists. When only prose or tags changed, the executed
+    notebook is re-rendered from the sources instead of re-executed.
+    """
+    executed = plan.build / stage.notebook
+    if (
+        record is None
+        or not record.ok
+        or record.key != key.key
+        or record.upstream_runs != runs
+        or not executed.is_file()
+        or (force and stage.stem in plan.selected)
+    ):
+        return None
+    if record.shown == key.shown:
+        return "cached"
+    if dry_run:
+        return "would refresh"
+    if not refresh_presentation(plan.source_dir / stage.notebook, executed):
+        return None
+    record.shown = key.shown
+    record.write(plan.records)
+    return "refreshed"
+
+
+def _bring_up_to_date(
+    plan: BuildPlan, result: BookRun, say: Callable[[str], None], force: bool, dry_run: bool, started: float
+) -> None:
+    """Each stage in order: reuse its last execution, leave it out of date, or execute it."""
+    keys = _KeyMaker(plan)
+    runs: list[str | None] = []  # run id of each earlier stage, as the stages after it read them
+    for stage in plan.stages:
+        key = keys.key(stage)
+        record = read_record(plan.records, stage.stem)
+        status = _reuse(plan, stage, key, record, runs, force, dry_run)
+        upstream_fresh = all(r.status in DONE for r in result.stages)
+        executed = plan.build / stage.notebook
+        if status is not None and record is not None:
+            result.stages.append(StageResult(stage.stem, status, key.key, 0.0, record))
+            say(
+                f"  {stage.stem}: {status} (executed {record.finished or '?'} in {record.seconds or 0:.0f} s)"
+            )
+        elif not (stage.stem in plan.selected or (stage.summary and upstream_fresh)):
+            result.stages.append(StageResult(stage.stem, "not run", key.key, 0.0, record))
+            say(f"  {stage.stem}: out of date, not run")
+        elif dry_run:
+            result.stages.append(StageResult(stage.stem, "would run", key.key, 0.0, None))
+            say(f"  {stage.stem}: would run ({why_not_cached(record, key.parts, runs, executed)})")
+        else:
+            say(f"  {stage.stem}: running ({why_not_cached(record, key.parts, runs, executed)})...")
+            record = _execute_stage(plan, stage, key, runs)
+            seconds = record.seconds or 0.0
+            if not record.ok:
+                result.stages.append(StageResult(stage.stem, "failed", key.key, seconds, record))
+                remove_html(plan.build)
+                result.seconds = time.perf_counter() - started
+                _write_run(plan, result)
+                raise InputError(f"{record.error}; HTML not built", stage.notebook.as_posix())
+            result.stages.append(StageResult(stage.stem, "executed", key.key, seconds, record))
+            say(f"  {stage.stem}: executed in {seconds:.0f} s")
+        done = result.stages[-1]
+        if done.status == "would run":  # a dry run: whatever reads this stage would run after it
+            runs.append("pending")
+        else:
+            runs.append(done.record.run_id if done.status != "not run" and done.record else None)
+    result.stale = [s.stage for s in result.stages if s.status == "not run"]
+
+
+def _publish(plan: BuildPlan, result: BookRun, html: bool, pdf: bool, say: Callable[[str], None]) -> None:
+    """Copy the book sources beside the executed stages, build the HTML (and PDF), or remove a stale one."""
+    copy_book_sources(plan.source_dir, plan.build)
+    changed = any(s.status in ("executed", "refreshed") for s in result.stages)
+    if result.stale:
+        remove_html(plan.build)
+        say(f"  HTML not built: {', '.join(result.stale)} out of date (run without --only to build them)")
+    elif not html and changed:
+        remove_html(plan.build)  # the old HTML no longer matches the executed notebooks
+    elif html:
+        start = time.perf_counter()
+        result.html = build_html(plan.build)
+        result.html_seconds = time.perf_counter() - start
+        say(f"  HTML built in {result.html_seconds:.0f} s")
+        if pdf:
+            from rcnnlib.book.pdf import build_pdf
+
+            start = time.perf_counter()
+            result.pdf = build_pdf(plan.build)
+            say(f"  PDF printed in {time.perf_counter() - start:.0f} s")
 
 
 def run_book(
@@ -950,145 +409,17 @@ def run_book(
     ``pdf`` also prints the whole book to ``<build>/book.pdf`` (:mod:`rcnnlib.book.pdf`).
     """
     started = time.perf_counter()
-    source_dir = Path(source_dir or paths.REPO_ROOT).resolve()
-    prof = load_profile(profile, params_dir(source_dir))
-    build = Path(build_dir or source_dir / "build" / prof["name"]).resolve()
-    for folder in BOOK_DIRS:
-        if build == source_dir or build.is_relative_to(source_dir / folder):
-            raise InputError("the build folder must lie outside the book sources", build)
-
-    stages = book_stages(source_dir)
-    artifacts = build / ARTIFACTS_DIR
-    records = build / RECORDS_DIR
-    provided = {
-        "hits_dir": str(paths.hits_dir()),
-        "artifacts_dir": str(artifacts),
-        "artefacts_dir": str(artifacts),
-        SUMMARY_PARAMETER: str(records),
-        "source_dir": str(source_dir),
-        "profile_name": prof["name"],
-    }
-    origins: dict[str, dict[str, str]] = {}
-    declared = {s.stem: s.declared for s in stages}
-    parameters = resolve_parameters(declared, prof, overrides, provided, origins)
-    selected = _select(stages, only)
-
+    plan = plan_build(profile, overrides, build_dir, only, source_dir)
     say = _printer(progress)
-    result = BookRun(build)
-    with _build_lock(build):
-        artifacts.mkdir(parents=True, exist_ok=True)
-        common = {"format": CACHE_FORMAT, "environment": environment_fingerprint()}
-        book_sources = {  # summary stages tabulate every profile and every parameters cell
-            "profiles": _hash_tree(params_dir(source_dir)),
-            "code": [notebook_hashes(source_dir / s.notebook)[0] for s in stages],
-        }
-        data_fps: dict[str, str] = {}
-        keys: list[str] = []
-        runs: list[str | None] = []
-        for stage in stages:
-            values = parameters[stage.stem]
-            hits = str(values.get("hits_dir") or paths.hits_dir())
-            if hits not in data_fps:
-                data_fps[hits] = data_fingerprint(Path(hits))
-            code_hash, shown_hash = notebook_hashes(source_dir / stage.notebook)
-            modules = library_modules(code_sources(source_dir / stage.notebook))
-            parts = {
-                **common,
-                "notebook": stage.notebook.as_posix(),
-                "code": code_hash,
-                "parameters": values,
-                "library": library_fingerprint(modules),
-                "data": data_fps[hits],
-                "upstream": keys,
-                **({"book": book_sources} if stage.summary else {}),
-            }
-            key = _digest(parts)
-            reasons = {name: _digest(value) for name, value in parts.items()}
-            record = read_record(records, stage.stem)
-            executed_path = build / stage.notebook
-            use_cache = (
-                record is not None
-                and record.get("status") == "ok"
-                and record.get("key") == key
-                and record.get("upstream_runs") == runs
-                and executed_path.is_file()
-                and not (force and stage.stem in selected)
-            )
-            status = "cached"
-            if use_cache and dry_run and record.get("shown") != shown_hash:
-                status = "would refresh"
-            elif use_cache and record.get("shown") != shown_hash:  # markdown or tags edited: re-render only
-                use_cache = _refresh_presentation(source_dir / stage.notebook, executed_path)
-                if use_cache:
-                    record["shown"] = shown_hash
-                    _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
-                    status = "refreshed"
-            regular_fresh = all(
-                r.status in ("cached", "refreshed", "executed", "would run") for r in result.stages
-            )
-            if use_cache:
-                result.stages.append(StageResult(stage.stem, status, key, 0.0, record))
-                when, took = record.get("finished", "?"), record.get("seconds", 0)
-                say(f"  {stage.stem}: {status} (executed {when} in {took:.0f} s)")
-            elif not (stage.stem in selected or (stage.summary and regular_fresh)):
-                result.stages.append(StageResult(stage.stem, "not run", key, 0.0, record))
-                say(f"  {stage.stem}: out of date, not run")
-            elif dry_run:
-                result.stages.append(StageResult(stage.stem, "would run", key, 0.0, None))
-                say(f"  {stage.stem}: would run ({_why(record, reasons, runs, executed_path)})")
-            else:
-                say(f"  {stage.stem}: running ({_why(record, reasons, runs, executed_path)})...")
-                record = _execute_stage(
-                    stage,
-                    source_dir,
-                    build,
-                    values,
-                    origins.get(stage.stem, {}),
-                    prof["name"],
-                    key,
-                    shown_hash,
-                    runs,
-                    reasons,
-                )
-                if record["status"] != "ok":
-                    result.stages.append(StageResult(stage.stem, "failed", key, record["seconds"], record))
-                    _remove_html(build)
-                    result.seconds = time.perf_counter() - started
-                    _write_run(build, prof["name"], result, parameters, overrides)
-                    raise InputError(f"{record['error']}; HTML not built", stage.notebook.as_posix())
-                result.stages.append(StageResult(stage.stem, "executed", key, record["seconds"], record))
-                say(f"  {stage.stem}: executed in {record['seconds']:.0f} s")
-            keys.append(key)
-            done = result.stages[-1].status
-            if done == "would run":  # a dry run: whatever reads this stage would run after it
-                runs.append("pending")
-            else:
-                runs.append(record.get("run_id") if done != "not run" and record else None)
-
-        result.stale = [s.stage for s in result.stages if s.status == "not run"]
-        if dry_run:
-            result.seconds = time.perf_counter() - started
-            return result
-        copy_book_sources(source_dir, build)
-        changed = any(s.status in ("executed", "refreshed") for s in result.stages)
-        if result.stale:
-            _remove_html(build)
-            say(f"  HTML not built: {', '.join(result.stale)} out of date (run without --only to build them)")
-        elif not html and changed:
-            _remove_html(build)  # the old HTML no longer matches the executed notebooks
-        elif html:
-            start = time.perf_counter()
-            result.html = build_html(build)
-            result.html_seconds = time.perf_counter() - start
-            say(f"  HTML built in {result.html_seconds:.0f} s")
-            if pdf:
-                from rcnnlib.book.pdf import build_pdf
-
-                start = time.perf_counter()
-                result.pdf = build_pdf(build)
-                say(f"  PDF printed in {time.perf_counter() - start:.0f} s")
+    result = BookRun(plan.build)
+    with _build_lock(plan.build):
+        plan.artifacts.mkdir(parents=True, exist_ok=True)
+        _bring_up_to_date(plan, result, say, force, dry_run, started)
+        if not dry_run:
+            _publish(plan, result, html, pdf, say)
         result.seconds = time.perf_counter() - started
-        _write_run(build, prof["name"], result, parameters, overrides)
+        if not dry_run:
+            _write_run(plan, result)
     return result
 
 
@@ -1100,91 +431,63 @@ def _printer(progress: bool) -> Callable[[str], None]:
     return say
 
 
-def _remove_html(build: Path) -> None:
-    """No stale book: the HTML (and PDF) of an earlier build go when a stage fails or is left out of date."""
-    shutil.rmtree(build / "_build" / "html", ignore_errors=True)
-    shutil.rmtree(build / "_build" / "singlehtml", ignore_errors=True)
-    (build / "book.pdf").unlink(missing_ok=True)
-
-
-def _execute_stage(
-    stage: Stage,
-    source_dir: Path,
-    build: Path,
-    values: Mapping[str, Any],
-    origins: Mapping[str, str],
-    profile: str,
-    key: str,
-    shown_hash: str,
-    runs: list[str | None],
-    reasons: Mapping[str, str],
-) -> dict[str, Any]:
+def _execute_stage(plan: BuildPlan, stage: Stage, key: StageKey, runs: list[str | None]) -> StageRecord:
     """Execute one stage into a scratch copy, then publish notebook and record atomically."""
     import nbformat
 
-    records = build / RECORDS_DIR
-    final = build / stage.notebook
-    scratch = build / RUNNING_DIR / stage.notebook
-    record: dict[str, Any] = {
-        "stage": stage.stem,
-        "notebook": stage.notebook.as_posix(),
-        "profile": profile,
-        "key": key,
-        "shown": shown_hash,
-        "status": "running",  # what an interrupted run leaves: not ok, so the next run re-executes
-        "run_id": uuid.uuid4().hex,
-        "upstream_runs": list(runs),
-        "parts": dict(reasons),  # digest of each part of the key: says what changed next time
-        "parameters": dict(values),
-        "started": _now(),
-    }
-    _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
-    stage_dir = build / ARTIFACTS_DIR / stage.stem
+    final = plan.build / stage.notebook
+    scratch = plan.build / RUNNING_DIR / stage.notebook
+    values = plan.parameters[stage.stem]
+    record = StageRecord(
+        stage=stage.stem,
+        notebook=stage.notebook.as_posix(),
+        profile=plan.profile,
+        key=key.key,
+        shown=key.shown,
+        upstream_runs=list(runs),
+        parts=dict(key.parts),
+        parameters=dict(values),
+        started=_now(),
+    )
+    record.write(plan.records)  # status "running" until it finishes
+    stage_dir = plan.artifacts / stage.stem
     shutil.rmtree(stage_dir, ignore_errors=True)
     stage_dir.mkdir(parents=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         execute_notebook(
-            source_dir / stage.notebook,
+            plan.source_dir / stage.notebook,
             scratch,
             values,
             stage.notebook.as_posix(),
             cwd=final.parent,
             kept_at=final,
         )
-        record["status"] = "ok"
+        record.status = "ok"
     except InputError as exc:
-        record["status"] = "failed"
-        record["error"] = exc.problem
-    record["seconds"] = round(time.perf_counter() - start, 2)
-    record["finished"] = _now()
+        record.status = "failed"
+        record.error = exc.problem
+    record.seconds = round(time.perf_counter() - start, 2)
+    record.finished = _now()
     if scratch.is_file():
         executed = nbformat.read(scratch, as_version=4)
-        box = parameters_markdown(stage, values, origins, profile, record)
-        _atomic_write(final, nbformat.writes(_decorate(executed, box)))
+        box = parameters_markdown(stage, values, plan.origins.get(stage.stem, {}), plan.profile, record)
+        write_atomic(final, nbformat.writes(decorate(executed, box)))
         scratch.unlink()
-    elif record["status"] == "failed":
-        record["error"] = record["error"].replace(
-            f"partial notebook kept at {final}", "no notebook was written"
-        )
-    _atomic_write(records / f"{stage.stem}.json", json.dumps(record, indent=1, default=str))
+    elif record.error:
+        record.error = record.error.replace(f"partial notebook kept at {final}", "no notebook was written")
+    record.write(plan.records)
     return record
 
 
-def _write_run(
-    build: Path,
-    profile: str,
-    result: BookRun,
-    parameters: Mapping[str, Any],
-    overrides: Mapping[str, Any] | None,
-) -> None:
+def _write_run(plan: BuildPlan, result: BookRun) -> None:
     """``book-run.json``: this run's stages (executed or cached), their wall times and parameters."""
     summary = {
-        "profile": profile,
+        "profile": plan.profile,
         "finished": _now(),
         "seconds": round(result.seconds, 2),
-        "overrides": dict(overrides or {}),
+        "overrides": plan.overrides,
         "html": str(result.html) if result.html else None,
         "html_seconds": None if result.html_seconds is None else round(result.html_seconds, 2),
         "stages": [
@@ -1193,40 +496,11 @@ def _write_run(
                 "status": s.status,
                 "key": s.key,
                 "seconds_this_run": round(s.seconds, 2),
-                "seconds_last_execution": (s.record or {}).get("seconds"),
-                "executed": (s.record or {}).get("finished"),
-                "parameters": parameters.get(s.stage, {}),
+                "seconds_last_execution": s.record.seconds if s.record else None,
+                "executed": s.record.finished if s.record else None,
+                "parameters": plan.parameters.get(s.stage, {}),
             }
             for s in result.stages
         ],
     }
-    _atomic_write(build / RUN_FILE, json.dumps(summary, indent=1, default=str))
-
-
-# ------------------------------------------------------------- the chapters
-def parameter_table(source_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every parameter of every notebook: default, meaning and value in each profile (for the book).
-
-    Read from the notebooks' ``parameters`` cells (``name = value  # meaning``)
-    and ``params/*.yaml``; runner-provided values are marked as such.
-    """
-    source_dir = Path(source_dir or paths.REPO_ROOT)
-    stages = book_stages(source_dir)
-    declared = {s.stem: s.declared for s in stages}
-    profiles = {
-        name: load_profile(name, params_dir(source_dir))
-        for name in available_profiles(params_dir(source_dir))
-    }
-    resolved = {name: resolve_parameters(declared, prof) for name, prof in profiles.items()}
-    rows = []
-    for stem, params in declared.items():
-        for name, info in params.items():
-            row = {"notebook": stem, "parameter": name, "notebook default": info.get("default", "")}
-            for profile, values in resolved.items():
-                if name in RUNNER_PROVIDED:
-                    row[profile] = "(runner)"
-                else:
-                    row[profile] = json.dumps(values[stem][name], default=str) if name in values[stem] else ""
-            row["meaning"] = info.get("help") or ""
-            rows.append(row)
-    return rows
+    write_atomic(plan.build / RUN_FILE, json.dumps(summary, indent=1, default=str))

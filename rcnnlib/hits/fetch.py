@@ -1,37 +1,42 @@
-"""Download the real HiTS files and verify every byte against a packaged checksum list.
+"""Download the real HiTS files with pooch and verify every byte against a packaged checksum list.
 
 Why this module exists: the project's tests read a local copy of the data, but a user
 starts with nothing. The original files live in github.com/rodrigcd/HiTS_simulations;
 ``rcnnlib/hits/hits_manifest.sha256`` pins each of them (sha256, size, path) at the commit
 the reproduction was built against, so a download is checked against exactly those
-bytes rather than whatever the repository holds today. Files are written under a
-``.partial`` name, resumed with HTTP Range requests after an interruption, verified,
-and only then renamed into place: a file under its final name is always a verified
-one, so a later run (or the loader) never has to wonder.
+bytes rather than whatever the repository holds today.
 
-Only the standard library talks to the network (``urllib``); ``file://`` base URLs
-and plain folders work too, for mirrors and for tests.
+pooch does the bookkeeping: a file already present with the right sha256 is kept, a
+download lands under a temporary name and replaces the file only once its sha256
+matches (a file under its final name is always a verified one), and a broken transfer
+or a corrupted download is tried again (after 1 s, 2 s, ...). Which failures it retries
+goes by the exception's type: a ``requests`` error or a ``ValueError`` (checksum) is
+retried, anything else is not. What pooch lacks is :class:`ResumingDownloader`:
+``file://`` mirrors, and a ``.partial`` file that keeps what arrived so that an
+interrupted download continues with an HTTP Range request instead of starting over.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import http.client
+import logging
 import os
 import re
 import threading
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import pooch
+import requests
+import urllib3
 from tqdm import tqdm
 
 from rcnnlib.errors import InputError
+from rcnnlib.logs import verbose_requested
 
 HITS_REPO = "rodrigcd/HiTS_simulations"
 HITS_COMMIT = "275198b77abef1e1db4a669e7d824d9655501ab0"
@@ -51,10 +56,9 @@ DEFAULT_WORKERS = 8
 """About 3000 small files: one connection at a time would spend most of its time on handshakes."""
 
 _CHUNK = 1 << 16
-_BACKOFF_S = 0.5
-_USER_AGENT = "rcnnlib-fetch-hits/0.1"
+_USER_AGENT = "rcnnlib-fetch-hits/0.2"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE_START = re.compile(r"bytes\s+(\d+)-")
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,7 @@ class FetchError(InputError):
 
 
 def read_manifest(path: str | Path | None = None) -> list[ManifestEntry]:
-    """Parse a manifest (``sha256  size  path`` lines, ``#`` comments); default: the packaged one.
-
-    The paths become file names under the download folder, so anything that could
-    escape it (absolute paths, ``..``) is rejected here rather than trusted later.
-    """
+    """Parse a manifest (``sha256  size  path`` lines, ``#`` comments); default: the packaged one."""
     manifest = MANIFEST_PATH if path is None else Path(path)
     try:
         text = manifest.read_text(encoding="utf-8")
@@ -117,32 +117,35 @@ def read_manifest(path: str | Path | None = None) -> list[ManifestEntry]:
         raise InputError("manifest file not found", manifest) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the manifest: {exc}", manifest) from None
-
-    entries: list[ManifestEntry] = []
-    seen: set[str] = set()
+    entries: dict[str, ManifestEntry] = {}
     for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        parts = stripped.split(None, 2)
-        if len(parts) != 3:
-            raise InputError(f"line {number}: expected 'sha256  size  path', got {stripped[:80]!r}", manifest)
-        digest, size_text, rel = parts[0].lower(), parts[1], parts[2].strip()
-        if not _SHA256.fullmatch(digest):
-            raise InputError(f"line {number}: {parts[0][:80]!r} is not a sha256 (64 hex digits)", manifest)
-        if not size_text.isdigit():
-            problem = f"line {number}: size {size_text[:40]!r} is not a whole number of bytes"
-            raise InputError(problem, manifest)
-        pure = PurePosixPath(rel)
-        if "\\" in rel or pure.is_absolute() or ".." in pure.parts or rel.endswith("/") or rel != str(pure):
-            raise InputError(f"line {number}: {rel[:80]!r} is not a plain relative file path", manifest)
-        if rel in seen:
-            raise InputError(f"line {number}: {rel!r} is listed twice", manifest)
-        seen.add(rel)
-        entries.append(ManifestEntry(digest, int(size_text), rel))
+        if line.strip() and not line.lstrip().startswith("#"):
+            entry = _parse_line(line.strip(), number, manifest)
+            if entry.path in entries:
+                raise InputError(f"line {number}: {entry.path!r} is listed twice", manifest)
+            entries[entry.path] = entry
     if not entries:
         raise InputError("the manifest lists no files", manifest)
-    return entries
+    return list(entries.values())
+
+
+def _parse_line(line: str, number: int, manifest: Path) -> ManifestEntry:
+    """One ``sha256  size  path`` line. The path becomes a file name under the download folder,
+    so anything that could escape it (absolute paths, ``..``) is rejected here rather than trusted later."""
+    parts = line.split(None, 2)
+    if len(parts) != 3:
+        raise InputError(f"line {number}: expected 'sha256  size  path', got {line[:80]!r}", manifest)
+    digest, size, rel = parts[0].lower(), parts[1], parts[2].strip()
+    pure = PurePosixPath(rel)
+    if not _SHA256.fullmatch(digest):
+        problem = f"{parts[0][:80]!r} is not a sha256 (64 hex digits)"
+    elif not size.isdigit():
+        problem = f"size {size[:40]!r} is not a whole number of bytes"
+    elif "\\" in rel or pure.is_absolute() or ".." in pure.parts or rel.endswith("/") or rel != str(pure):
+        problem = f"{rel[:80]!r} is not a plain relative file path"
+    else:
+        return ManifestEntry(digest, int(size), rel)
+    raise InputError(f"line {number}: {problem}", manifest)
 
 
 def select_entries(entries: Sequence[ManifestEntry], include: Sequence[str] | None) -> list[ManifestEntry]:
@@ -165,317 +168,253 @@ def select_entries(entries: Sequence[ManifestEntry], include: Sequence[str] | No
     return [e for e in entries if e.path in chosen]
 
 
-# --------------------------------------------------------------------------- helpers
-
-
 def resolve_base_url(base_url: str | None = None) -> str:
     """The explicit argument, else ``$RCNNLIB_HITS_URL``, else the pinned GitHub commit."""
     url = base_url or os.environ.get(URL_ENV) or DEFAULT_BASE_URL
     return url.rstrip("/")
 
 
-def _local_root(base_url: str) -> Path | None:
-    """The folder of a ``file://`` URL or a plain path; ``None`` for network URLs."""
+def _download_root(base_url: str) -> str:
+    """``base_url`` as an ``http(s)://`` or ``file://`` URL; a plain folder becomes a ``file://`` one."""
     parsed = urllib.parse.urlsplit(base_url)
+    if parsed.scheme in ("http", "https"):
+        return base_url
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise InputError(f"file:// URL with a remote host is not supported: {base_url}")
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme in ("http", "https"):
-        return None
-    if "://" in base_url:
+        folder = Path(urllib.request.url2pathname(parsed.path))
+    elif "://" in base_url:
         raise InputError(f"unsupported base URL {base_url!r}: use http://, https:// or file://")
-    return Path(base_url).expanduser()
+    else:
+        folder = Path(base_url).expanduser()
+    if not folder.is_dir():
+        raise InputError(_unreachable_message(base_url, f"mirror folder {folder} does not exist"))
+    return folder.resolve().as_uri()
 
 
-def _file_url(base_url: str, rel: str) -> str:
-    return f"{base_url}/{urllib.parse.quote(rel, safe='/')}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _mismatch(path: Path, entry: ManifestEntry) -> str | None:
-    """``None`` when ``path`` holds exactly the manifest's bytes, else what is wrong with it."""
-    size = path.stat().st_size
-    if size != entry.size:
-        return f"size mismatch: expected {entry.size} bytes, got {size}"
-    actual = sha256_of(path)
-    if actual != entry.sha256:
-        return f"sha256 mismatch: expected {entry.sha256}, got {actual}"
-    return None
-
-
-def _partial_path(final: Path) -> Path:
-    return final.with_name(final.name + ".partial")
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-class _Unreachable(Exception):
-    """Transport failure (no route, refused, timeout, reset): the whole run stops, partials are kept."""
-
-    def __init__(self, url: str, reason: str):
-        super().__init__(reason)
-        self.url = url
-        self.reason = reason
-
-
-class _FileFailed(Exception):
-    """This file cannot be fetched and verified; the other files carry on."""
-
-
-class _Retry(Exception):
-    """Worth another attempt: a server hiccup or a corrupted transfer."""
-
-
-class _Restart(Exception):
-    """The partial cannot be resumed; delete it and start from byte 0."""
-
-
-class _Cancelled(Exception):
-    """Another file hit a fatal error or the user interrupted: stop quietly, keep the partial."""
-
-
-class _Progress:
-    """Bytes of one file shown on the shared tqdm bar (worker threads share the bar, hence the lock).
-
-    ``set`` re-syncs the bar with what is really on disk after a restart or a failure,
-    so the bar never counts a byte twice.
-    """
-
-    def __init__(self, bar: tqdm, lock: threading.Lock) -> None:
-        self._bar = bar
-        self._lock = lock
-        self.shown = 0
-
-    def add(self, n: int) -> None:
-        if n:
-            with self._lock:
-                self._bar.update(n)
-            self.shown += n
-
-    def set(self, n: int) -> None:
-        self.add(n - self.shown)
-
-
-# --------------------------------------------------------------------------- one transfer
-
-
-def _write_stream(
-    read: Callable[[int], bytes],
-    partial: Path,
-    mode: str,
-    start: int,
-    size: int,
-    stop: threading.Event,
-    progress: _Progress,
-    url: str,
-    expected: int | None = None,
-) -> int:
-    """Copy a body into the partial; returns bytes written. Read errors are transport errors.
-
-    ``expected`` is the announced body length: ``http.client`` returns a short body
-    without complaint when the connection drops, so the check has to happen here,
-    where the partial can be kept for resuming instead of failing verification.
-    """
-    written = start
-    with partial.open(mode) as out:
-        while True:
-            if stop.is_set():
-                raise _Cancelled
-            try:
-                chunk = read(_CHUNK)
-            except (OSError, http.client.HTTPException) as exc:
-                reason = f"connection lost after {written} bytes ({exc or type(exc).__name__})"
-                raise _Unreachable(url, reason) from None
-            if not chunk:
-                break
-            if written + len(chunk) > size:
-                # A server answering with more than the manifest's size is sending the wrong file.
-                raise _Retry(
-                    f"{url} sent more than the expected {size} bytes (the partial download was deleted)"
-                )
-            out.write(chunk)
-            written += len(chunk)
-            progress.add(len(chunk))
-        out.flush()
-        os.fsync(out.fileno())
-    if expected is not None and written - start < expected:
-        raise _Unreachable(url, f"connection lost after {written} bytes")
-    return written - start
-
-
-def _transfer_local(
-    source: Path,
-    partial: Path,
-    offset: int,
-    size: int,
-    stop: threading.Event,
-    progress: _Progress,
-) -> int:
-    """A mirror folder: resuming is a seek."""
-    try:
-        handle = source.open("rb")
-    except FileNotFoundError:
-        raise _FileFailed(f"not in the mirror: {source}") from None
-    except OSError as exc:
-        raise _FileFailed(f"cannot read {source}: {exc.strerror}") from None
-    with handle:
-        handle.seek(offset)
-        return _write_stream(
-            handle.read, partial, "ab" if offset else "wb", offset, size, stop, progress, source.as_uri()
-        )
-
-
-def _transfer_http(
-    url: str,
-    partial: Path,
-    offset: int,
-    size: int,
-    timeout: float,
-    stop: threading.Event,
-    progress: _Progress,
-) -> int:
-    """GET (with ``Range`` from ``offset`` when resuming) into the partial; returns bytes written."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416:  # our partial is not a prefix of what the server has
-            raise _Restart from None
-        message = f"HTTP {exc.code} {exc.reason} for {url}"
-        if exc.code in (408, 425, 429) or exc.code >= 500:
-            raise _Retry(message) from None
-        raise _FileFailed(message) from None
-    except urllib.error.URLError as exc:
-        raise _Unreachable(url, str(exc.reason)) from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise _Unreachable(url, str(exc) or type(exc).__name__) from None
-
-    with response:
-        mode, start = "wb", 0
-        if offset and response.status == 206:
-            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-            if match is None or int(match[1]) != offset:
-                raise _Restart
-            mode, start = "ab", offset
-        # Anything else (a 200 to a Range request) is the whole file: start over from byte 0.
-        progress.set(start)
-        length = response.headers.get("Content-Length", "")
-        expected = int(length) if length.strip().isdigit() else None
-        return _write_stream(response.read, partial, mode, start, size, stop, progress, url, expected)
-
-
-def _fetch_one(
-    entry: ManifestEntry,
-    dest: Path,
-    base_url: str,
-    local_root: Path | None,
-    timeout: float,
-    retries: int,
-    stop: threading.Event,
-    bar: tqdm,
-    lock: threading.Lock,
-) -> int:
-    """Fetch, verify and atomically install one file; returns the bytes transferred.
-
-    Transport errors keep the partial (the next attempt or run resumes it); a
-    verification failure deletes it, because a bad prefix would poison every resume.
-    """
-    final = dest / entry.path
-    partial = _partial_path(final)
-    url = _file_url(base_url, entry.path)
-    progress = _Progress(bar, lock)
-    transferred = 0
-    attempt = 0
-    last_problem = "no attempt made"
-    unreachable: _Unreachable | None = None
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        while attempt <= retries:
-            if stop.is_set():
-                raise _Cancelled
-            offset = partial.stat().st_size if partial.is_file() else 0
-            if offset > entry.size:
-                _unlink(partial)
-                offset = 0
-            progress.set(offset)
-            network_used = offset < entry.size or entry.size == 0
-            unreachable = None
-            try:
-                if network_used:
-                    if local_root is not None:
-                        got = _transfer_local(
-                            local_root / entry.path, partial, offset, entry.size, stop, progress
-                        )
-                    else:
-                        got = _transfer_http(url, partial, offset, entry.size, timeout, stop, progress)
-                    transferred += got
-                problem = _mismatch(partial, entry)
-                if problem is None:
-                    os.replace(partial, final)
-                    return transferred
-                _unlink(partial)
-                last_problem = f"{problem} (from {url}; the partial download was deleted)"
-            except _Restart:
-                _unlink(partial)
-                last_problem = f"the server refused to resume the partial download of {url}"
-            except _Retry as exc:
-                _unlink(partial)
-                last_problem = str(exc)
-            except _Unreachable as exc:
-                unreachable = exc
-                last_problem = exc.reason
-            if not network_used:
-                continue  # a complete partial left by an earlier run was bad: that cost no attempt
-            attempt += 1
-            if attempt <= retries and stop.wait(_BACKOFF_S * 2 ** (attempt - 1)):
-                raise _Cancelled
-        if unreachable is not None:
-            raise unreachable
-        raise _FileFailed(last_problem)
-    except OSError as exc:
-        # Local disk trouble (full, read-only, permissions) stops everything: nothing else would succeed.
-        raise InputError(f"cannot write: {exc.strerror or exc}", exc.filename or partial) from None
-    finally:
-        progress.set(entry.size)
-
-
-# --------------------------------------------------------------------------- the run
-
-
-def _unreachable_message(exc: _Unreachable) -> str:
+def _unreachable_message(url: str, reason: str) -> str:
     return (
-        f"cannot download {exc.url}: {exc.reason}. Check the internet connection and run again "
+        f"cannot download {url}: {reason}. Check the internet connection and run again "
         "(verified files are kept and partial downloads resume), "
         f"set {URL_ENV} to a mirror of {DEFAULT_BASE_URL} (http(s):// or file://), "
         f"or copy an existing download and point {DIR_ENV} to it"
     )
 
 
-def _write_manifest_copy(dest: Path, data: bytes) -> None:
-    """Leave ``MANIFEST.sha256`` beside the files, as in the project's data folder, so a download
-    has the same layout as that folder and can be re-verified later without the package."""
-    target = dest / "MANIFEST.sha256"
-    if target.is_file() and target.read_bytes() == data:
-        return
-    tmp = _partial_path(target)
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+# --------------------------------------------------------------------------- one file
+
+
+@dataclass
+class ResumingDownloader:
+    """A pooch downloader for one file that keeps what arrived in ``partial`` and continues from there.
+
+    pooch passes a temporary file name and checks the sha256 of what lands there
+    (deleting it, so a bad prefix never poisons a later resume). A broken transfer
+    raises ``requests.ConnectionError``, which pooch retries, and leaves the partial
+    for the next attempt or run. A file the source does not have raises
+    ``FileNotFoundError``, which pooch does not retry. ``stop`` ends it between chunks.
+    """
+
+    partial: Path
+    size: int
+    timeout: float
+    stop: threading.Event
+    transferred: int = 0
+    """Bytes received, over all attempts."""
+    received: tuple[int, str] | None = None
+    """Size and sha256 of the last complete transfer, to say what is wrong with it when pooch rejects it."""
+
+    def __call__(self, url: str, output_file: str, _pooch: object = None) -> None:
+        if self.stop.is_set():
+            raise CancelledError
+        self.received = None
+        offset = self.partial.stat().st_size if self.partial.is_file() else 0
+        if offset > self.size:
+            self.partial.unlink()
+            offset = 0
+        if offset < self.size or not self.partial.is_file():  # a complete one is left by an earlier run
+            parsed = urllib.parse.urlsplit(url)
+            if parsed.scheme == "file":
+                self._copy(Path(urllib.request.url2pathname(parsed.path)), offset)
+            else:
+                self._get(url, offset)
+        self.received = (self.partial.stat().st_size, pooch.file_hash(str(self.partial)))
+        os.replace(self.partial, output_file)
+
+    def _copy(self, source: Path, offset: int) -> None:
+        """From a mirror folder: resuming is a seek."""
+        try:
+            handle = source.open("rb")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"not in the mirror: {source}") from None
+        with handle:
+            handle.seek(offset)
+            self._write(iter(lambda: handle.read(_CHUNK), b""), offset)
+
+    def _get(self, url: str, offset: int) -> None:
+        """GET, with ``Range`` from ``offset`` when resuming; a server that cannot resume starts over."""
+        headers = {"User-Agent": _USER_AGENT} | ({"Range": f"bytes={offset}-"} if offset else {})
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+            status = response.status_code
+            resumed = status == 206 and _range_start(response) == offset
+            if offset and (status == 416 or (status == 206 and not resumed)):
+                self.partial.unlink()  # our partial is not a prefix of what the server has
+            elif status in (404, 410):
+                raise FileNotFoundError(f"HTTP {status} {response.reason} for {url}")
+            elif status >= 400:
+                raise requests.HTTPError(f"HTTP {status} {response.reason} for {url}", response=response)
+            else:  # a 200 to a Range request is the whole file
+                self._write(_body(response), offset if resumed else 0)
+                return
+        self._get(url, 0)
+
+    def _write(self, chunks: Iterable[bytes], start: int) -> None:
+        """Append to the partial from byte ``start``; a transport error mid-body keeps what arrived."""
+        written = start
+        try:
+            with self.partial.open("ab" if start else "wb") as out:
+                for chunk in chunks:
+                    if self.stop.is_set():
+                        raise CancelledError
+                    out.write(chunk)
+                    written += len(chunk)
+                    self.transferred += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.ConnectionError(f"connection lost after {written} bytes") from exc
+
+
+def _range_start(response: requests.Response) -> int | None:
+    match = _CONTENT_RANGE_START.match(response.headers.get("Content-Range", "").strip())
+    return int(match[1]) if match else None
+
+
+def _body(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: ``read1`` hands over every byte received before a dropped connection,
+    which ``iter_content`` (buffering whole chunks) would throw away."""
+    while chunk := response.raw.read1(_CHUNK, decode_content=True):
+        yield chunk
+
+
+def _problem(exc: BaseException, entry: ManifestEntry, download: ResumingDownloader, url: str) -> str:
+    """One line on why a file failed; transport and disk failures stop the whole run instead."""
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        cause = exc.args[0] if exc.args else exc
+        reason = str(getattr(cause, "reason", cause)).split("): ", 1)[-1]  # drop urllib3's pool prefix
+        raise InputError(_unreachable_message(url, reason)) from None
+    if isinstance(exc, ValueError):  # pooch's sha256 check
+        if download.received is None:
+            return str(exc)
+        size, sha256 = download.received
+        if size != entry.size:
+            return f"size mismatch: expected {entry.size} bytes, got {size} (from {url})"
+        return (
+            f"sha256 mismatch: expected {entry.sha256}, got {sha256} (from {url}; the download was deleted)"
+        )
+    if isinstance(exc, FileNotFoundError | requests.RequestException):  # not there, HTTP errors
+        return str(exc)
+    if isinstance(exc, OSError):  # local disk trouble (full, read-only): nothing else would succeed
+        raise InputError(exc.strerror or str(exc), exc.filename) from None
+    raise exc
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _only_when_verbose(_record: logging.LogRecord) -> bool:
+    """pooch logs every download and retry at INFO: noise around the one line an error is.
+
+    A filter rather than a level: pooch's logger is outside logging's tree, so a
+    level changed after its first message would not take effect.
+    """
+    return verbose_requested()
+
+
+def _action(_path: str, action: str, _pooch: object) -> str:
+    """A pooch processor that tells what happened: ``fetch`` (present), ``download`` or ``update``."""
+    return action
+
+
+def _fetch_all(
+    store: pooch.Pooch,
+    entries: list[ManifestEntry],
+    report: FetchReport,
+    workers: int,
+    timeout: float,
+    progress: bool,
+) -> None:
+    """Fetch the entries in parallel into ``report``; the first fatal error cancels the rest."""
+    stop = threading.Event()
+    downloads = {
+        e.path: ResumingDownloader(store.abspath / f"{e.path}.partial", e.size, timeout, stop)
+        for e in entries
+    }
+    bar = tqdm(total=len(entries), unit="file", desc="HiTS files", disable=not progress, leave=False)
+    with bar, ThreadPoolExecutor(max_workers=max(1, min(workers, len(entries)))) as pool:
+        futures: dict[Future[str], ManifestEntry] = {
+            pool.submit(store.fetch, e.path, processor=_action, downloader=downloads[e.path]): e
+            for e in entries
+        }
+        try:
+            for future in as_completed(futures):
+                entry = futures[future]
+                _record(report, entry, future, downloads[entry.path], store.get_url(entry.path))
+                bar.update()
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _record(
+    report: FetchReport, entry: ManifestEntry, future: Future[str], download: ResumingDownloader, url: str
+) -> None:
+    """Add one finished file to the report."""
+    report.bytes_downloaded += download.transferred
+    if (exc := future.exception()) is not None:
+        report.failed.append((entry.path, _problem(exc, entry, download, url)))
+    else:
+        (report.present if future.result() == "fetch" else report.downloaded).append(entry.path)
+
+
+def _load_manifest(
+    manifest: str | Path | Sequence[ManifestEntry] | None,
+) -> tuple[list[ManifestEntry], bytes]:
+    """The entries and the bytes of the manifest to leave beside the files."""
+    if manifest is None or isinstance(manifest, str | Path):
+        return read_manifest(manifest), (MANIFEST_PATH if manifest is None else Path(manifest)).read_bytes()
+    entries = list(manifest)
+    return entries, "".join(f"{e.sha256}  {e.size:>9}  {e.path}\n" for e in entries).encode()
+
+
+def _make_folders(dest: Path, entries: Sequence[ManifestEntry]) -> None:
+    """Every folder up front: pooch's check-then-create of a file's folder races between threads."""
+    if dest.exists() and not dest.is_dir():
+        raise InputError("the download destination exists and is not a folder", dest)
+    try:
+        for folder in {(dest / e.path).parent for e in entries} | {dest}:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the download folder: {exc.strerror}", exc.filename) from None
+
+
+def _finish(report: FetchReport, manifest_bytes: bytes, strict: bool) -> FetchReport:
+    """Sort the report; leave the manifest beside a complete download, or raise for the failures."""
+    for items in (report.downloaded, report.present, report.failed):
+        items.sort()
+    if not report.failed:
+        # As in the project's data folder, so a download can be re-verified later without the package.
+        target, partial = report.dest / "MANIFEST.sha256", report.dest / "MANIFEST.sha256.partial"
+        if not (target.is_file() and target.read_bytes() == manifest_bytes):
+            partial.write_bytes(manifest_bytes)
+            os.replace(partial, target)
+    elif strict:
+        path, problem = report.failed[0]
+        if more := len(report.failed) - 1:
+            problem += f" ({more} more file{'s' if more > 1 else ''} failed)"
+        raise FetchError(problem, report.dest / path, report)
+    return report
 
 
 def fetch_hits(
@@ -503,86 +442,22 @@ def fetch_hits(
     first of them with the expected and actual hash. An unreachable server stops the
     run at once with an ``InputError`` that says what to do.
     """
-    dest_dir = Path(dest).expanduser()
-    base = resolve_base_url(base_url)
-    local_root = _local_root(base)
-    if isinstance(manifest, str | Path) or manifest is None:
-        entries = read_manifest(manifest)
-        manifest_bytes = (MANIFEST_PATH if manifest is None else Path(manifest)).read_bytes()
-    else:
-        entries = list(manifest)
-        manifest_bytes = "".join(f"{e.sha256}  {e.size:>9}  {e.path}\n" for e in entries).encode()
+    entries, manifest_bytes = _load_manifest(manifest)
     selected = select_entries(entries, include)
     if retries < 0 or workers < 1:
         raise InputError(f"retries must be >= 0 and workers >= 1 (got {retries}, {workers})")
-    if local_root is not None and not local_root.is_dir():
-        missing = _Unreachable(base, f"mirror folder {local_root} does not exist")
-        raise InputError(_unreachable_message(missing))
-    if dest_dir.exists() and not dest_dir.is_dir():
-        raise InputError("the download destination exists and is not a folder", dest_dir)
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the download folder: {exc.strerror}", dest_dir) from None
-
+    base = resolve_base_url(base_url)
+    root = _download_root(base)
+    dest_dir = Path(dest).expanduser()
+    _make_folders(dest_dir, selected)
+    store = pooch.create(
+        path=dest_dir,
+        base_url=root,
+        registry={e.path: f"sha256:{e.sha256}" for e in selected},
+        urls={e.path: f"{root}/{urllib.parse.quote(e.path, safe='/')}" for e in selected},
+        retry_if_failed=retries,
+    )
+    pooch.get_logger().addFilter(_only_when_verbose)  # adding it again is a no-op
     report = FetchReport(dest=dest_dir, base_url=base)
-    todo: list[ManifestEntry] = []
-    for entry in selected:
-        final = dest_dir / entry.path
-        if final.is_file() and _mismatch(final, entry) is None:
-            report.present.append(entry.path)
-        else:
-            todo.append(entry)
-
-    if todo:
-        stop = threading.Event()
-        with (
-            tqdm(
-                total=sum(e.size for e in todo),
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc="HiTS files",
-                disable=not progress,
-                leave=False,
-            ) as bar,
-            ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool,
-        ):
-            lock = threading.Lock()
-            futures: dict[Future[int], ManifestEntry] = {
-                pool.submit(_fetch_one, e, dest_dir, base, local_root, timeout, retries, stop, bar, lock): e
-                for e in todo
-            }
-            try:
-                for future in as_completed(futures):
-                    entry = futures[future]
-                    try:
-                        report.bytes_downloaded += future.result()
-                    except _FileFailed as exc:
-                        report.failed.append((entry.path, str(exc)))
-                    else:
-                        report.downloaded.append(entry.path)
-            except _Unreachable as exc:
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise InputError(_unreachable_message(exc)) from None
-            except BaseException:
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-
-    for items in (report.downloaded, report.present):
-        items.sort()
-    report.failed.sort()
-    if not report.failed:
-        _write_manifest_copy(dest_dir, manifest_bytes)
-    elif strict:
-        path, problem = report.failed[0]
-        more = len(report.failed) - 1
-        if more:
-            problem += f" ({more} more file{'s' if more > 1 else ''} failed)"
-        raise FetchError(problem, dest_dir / path, report)
-    return report
-
-
-# --------------------------------------------------------------------------- command line
+    _fetch_all(store, selected, report, workers, timeout, progress)
+    return _finish(report, manifest_bytes, strict)

@@ -6,6 +6,7 @@ Chapter 5 validates the stamp photometry (:mod:`rcnnlib.photometry`) against the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ KRON_MATCH_DAYS = 0.003
 """Largest |MJD| difference (~4 min) between a stamp epoch and the Kron point of the same exposure."""
 
 
-def kron_comparison(ds: SequenceDataset, hits_dir: Path | str, **kwargs: float) -> pd.DataFrame:
+def kron_comparison(ds: SequenceDataset, hits_dir: Path | str, **kwargs: Any) -> pd.DataFrame:
     """PSF magnitudes of real RR Lyrae / EB next to the HiTS Kron magnitudes of the same exposures.
 
     Reads ``real_obs/real_stamps/{RRLyrae,EB}/lightcurves/*.dat`` (coordinates

@@ -173,7 +173,7 @@ def classify(ds: SequenceDataset, model: str | Path | None = None) -> list[dict[
     out = []
     k = config.preprocess.epochs_per_step
     for i in range(len(ds)):
-        steps = []
+        steps: list[dict[str, Any]] = []
         for j in np.flatnonzero(inputs.step_mask[i]):
             epoch = int(inputs.last_epoch[i, j])
             steps.append(

@@ -23,8 +23,9 @@ import numpy as np
 from keras import layers
 
 from rcnnlib.classes import CLASS_NAMES
-from rcnnlib.dataset import STAMP_SIZE, atomic_path
+from rcnnlib.dataset import STAMP_SIZE
 from rcnnlib.errors import InputError
+from rcnnlib.outputs import atomic_path, write_atomic
 from rcnnlib.rcnn.preprocess import PreprocessConfig
 
 MODEL_FILE = "model.keras"
@@ -154,8 +155,10 @@ def save_model(model: keras.Model, config: ModelConfig, folder: str | Path, card
     with atomic_path(folder / MODEL_FILE) as tmp:
         model.save(tmp.with_suffix(".keras"))
         tmp.with_suffix(".keras").replace(tmp)
-    with atomic_path(folder / CARD_FILE) as tmp:
-        tmp.write_text(json.dumps({"config": config.to_dict(), **card}, indent=2, default=_jsonable) + "\n")
+    write_atomic(
+        folder / CARD_FILE,
+        json.dumps({"config": config.to_dict(), **card}, indent=2, default=_jsonable) + "\n",
+    )
     return folder
 
 

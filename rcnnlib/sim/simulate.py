@@ -177,6 +177,9 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
             "ccd": detectors["name"].to_numpy(str)[ccd].tolist(),
             "resampled": resampled.tolist(),
             "epoch_mag_offset": np.round(epoch_offset, 6).tolist(),
+            "brightest_mag": [
+                round(m, 4) if np.isfinite(m) else None for m in curves.mag.min(axis=1).tolist()
+            ],
             "mag_slope": mag_slope,
             "rcnnlib_version": __version__,
         },
