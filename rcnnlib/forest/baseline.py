@@ -2,7 +2,8 @@
 
 Pipeline: image sequences -> :func:`rcnnlib.photometry.psf_light_curve` ->
 :func:`rcnnlib.forest.features.extract_features` -> :class:`LightCurveForest`, the same
-code for simulated and real sequences. The forest is tuned by grid search
+code for simulated and real sequences (the forest ignores the brightness
+features, whose real-vs-simulated shift is the catalogues' selection). The forest is tuned by grid search
 (:func:`tune_forest`, scored by balanced accuracy, i.e. macro recall, the
 paper's figure) on simulated light curves simulated in-process
 (:func:`simulate_training_set`), then evaluated on the real HiTS sequences:

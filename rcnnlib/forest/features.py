@@ -6,6 +6,16 @@ kurtosis, Anderson-Darling normality, linear trend, reduced chi-square and so
 on. Every feature that ``light-curve`` provides comes from it (Rust, parallel
 over light curves); only two detection statistics it lacks are computed here.
 
+Why more than FATS: trained on simulations, the forest is judged on real
+objects, and the FATS set leans on brightness and signal-to-noise, where the
+real labelled objects differ from the simulated ones by selection (per class
+and feature, the two-sample KS statistic real vs simulated reaches 0.9 for the
+mean magnitude, the largest S/N and the reduced chi-square of eclipsing
+binaries and non-variables). So the forest ignores the pure brightness
+features (:data:`SELECTION_FEATURES`) and gets scale-free shape features of
+the nightly light curve (:func:`shape_features`) and the concentration of the
+stamps (:data:`STAMP_NAMES`), which tells a supernova on its host from a star.
+
 Why asinh magnitudes: the light curves are fluxes measured at a fixed
 position, so faint epochs (a supernova before explosion, an asteroid's other
 epochs, a faint star at bad seeing) have fluxes near zero or negative, where
