@@ -205,7 +205,8 @@ class DrawSummary:
     recall: dict[str, float]
     recall_std: dict[str, float] = field(default_factory=dict)
     per_repeat: list[float] = field(default_factory=list)  # macro recall of each draw
-    per_repeat_recall: list[dict[str, float]] = field(default_factory=list, repr=False, compare=False)  # no JSON
+    # per-class recall of each draw (not in the JSON)
+    per_repeat_recall: list[dict[str, float]] = field(default_factory=list, repr=False, compare=False)
     macro_recall_ci: list[float] | None = None
     recall_ci: dict[str, list[float]] | None = None
     bootstrap_samples: int | None = None

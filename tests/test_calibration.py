@@ -1,4 +1,4 @@
-"""Calibration: the ECE sees over-confidence, temperature scaling undoes it, fitted on adaptation data only."""
+"""Calibration: the ECE sees over-confidence, temperature scaling undoes it, fitted on adaptation data."""
 
 from __future__ import annotations
 

@@ -124,6 +124,23 @@ def test_streaming_equals_batch_for_the_shipped_model_on_real_sequences(real):
     assert_stream_matches_batch(model, config, ds)
 
 
+def test_streaming_applies_the_temperature(real, tiny_model_dir):
+    """A fitted temperature reaches the alert stream: the batch probabilities, scaled, same class."""
+    from rcnnlib.calibration import apply_temperature
+
+    model, config, _ = load_model(tiny_model_dir)
+    plain = StreamingClassifier(model=model, config=config)
+    warm = StreamingClassifier(model=model, config=config, temperature=0.3)
+    ds = real.subset([5])
+    for t in np.flatnonzero(ds.mask[0]):
+        a = plain.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+        b = warm.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+    np.testing.assert_allclose(b, apply_temperature(a, 0.3), rtol=1e-5)
+    assert b.max() > a.max() and b.argmax() == a.argmax()
+    with pytest.raises(InputError, match="temperature"):
+        StreamingClassifier(model=model, config=config, temperature=0.0)
+
+
 def test_streaming_rejects_bad_input(tiny_model_dir):
     stream = StreamingClassifier(tiny_model_dir)
     good = [1.2, 200.0, 25.0, 23.0, 86.0, 1.1]
