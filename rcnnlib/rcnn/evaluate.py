@@ -111,7 +111,12 @@ class Evaluation:
         if self.fine_tuned is not None:
             return self.fine_tuned
         s = self.sim_only
-        return DrawSummary(macro_recall=s.macro_recall, recall=dict(s.recall), per_repeat=[s.macro_recall])
+        return DrawSummary(
+            macro_recall=s.macro_recall,
+            recall=dict(s.recall),
+            recall_std=dict.fromkeys(s.recall, 0.0),  # one model, no draws: no spread
+            per_repeat=[s.macro_recall],
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The ``rcnnlib evaluate --json`` schema."""
