@@ -8,12 +8,13 @@ repeat ``r`` of the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
+from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 
 
@@ -278,3 +279,20 @@ def score_draws(
     runs = [Recall.of(labels[d.test], predictions[d.repeat][d.test], class_names, classes) for d in draws]
     intervals = bootstrap_recall(labels, predictions, draws, class_names, classes, other, seed)
     return summarise_draws(runs).with_intervals(intervals)
+
+
+# --------------------------------------------------------------------------- early classification
+def first_epochs(ds: SequenceDataset, k: int) -> SequenceDataset:
+    """Every sequence cut to its first ``k`` observed epochs: what a classifier knows after ``k`` alerts."""
+    return replace(ds, mask=ds.mask & (np.cumsum(ds.mask, axis=1) <= k))
+
+
+def recall_after_epochs(
+    ds: SequenceDataset, epochs: Sequence[int], predict: Callable[[SequenceDataset], np.ndarray]
+) -> dict[int, Recall]:
+    """Recall of ``predict`` (a dataset -> predicted labels) on the first ``k`` epochs, for each ``k``.
+
+    Both methods see exactly the same epochs of the same sequences, whatever each does with them.
+    """
+    classes = [int(c) for c in np.unique(ds.labels)]
+    return {k: Recall.of(ds.labels, predict(first_epochs(ds, k)), ds.class_names, classes) for k in epochs}

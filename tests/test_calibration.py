@@ -81,3 +81,24 @@ def test_results_round_trip_through_json():
     assert again.ece == calibration.ece and again.temperatures == [1.0, 1.2]
     np.testing.assert_array_equal(again.reliability.accuracy, calibration.reliability.accuracy)
     assert isinstance(again.reliability, Reliability)
+
+
+def test_early_classification_sees_the_first_k_epochs_only(real_hits):
+    from rcnnlib.protocol import first_epochs, recall_after_epochs
+
+    ds = real_hits.subset(np.arange(0, len(real_hits), 9))
+    observed = ds.mask.sum(1)
+    cut = first_epochs(ds, 5)
+    assert (cut.mask.sum(1) == np.minimum(observed, 5)).all()
+    assert (cut.mask <= ds.mask).all()
+    last_kept = np.array([ds.mjd[i, cut.mask[i]].max() for i in range(len(ds))])
+    first_dropped = np.array([ds.mjd[i, ds.mask[i] & ~cut.mask[i]].min() for i in range(len(ds))])
+    assert (last_kept < first_dropped).all()  # the earliest epochs, not any five
+    seen = {}
+
+    def predict(part):  # a "classifier" that is right when it saw at least six epochs
+        seen[int(part.mask.sum(1).max())] = part
+        return np.where(part.mask.sum(1) >= 6, part.labels, -1)
+
+    scores = recall_after_epochs(ds, [5, 6], predict)
+    assert set(seen) == {5, 6} and scores[5].macro_recall == 0.0 and scores[6].macro_recall == 1.0

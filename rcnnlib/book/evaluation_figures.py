@@ -12,15 +12,21 @@ from matplotlib.figure import Figure
 
 from rcnnlib.book.figures import new_figure
 from rcnnlib.calibration import Calibration
-from rcnnlib.protocol import DrawSummary
+from rcnnlib.protocol import DrawSummary, Recall
 
 
-def plot_learning_curve(curves: Mapping[str, Mapping[int, DrawSummary]], classes: Sequence[str]) -> Figure:
+def plot_learning_curve(
+    curves: Mapping[str, Mapping[int, DrawSummary | Recall]],
+    classes: Sequence[str],
+    xlabel: str = "real sequences per class",
+    symlog: bool = True,
+) -> Figure:
     """Macro and per-class recall against real sequences per class used to adapt, one line per method.
 
     ``curves`` maps a method's name to ``{real sequences per class: scores over draws}``;
-    the band is the mean ± standard deviation over draws. The x axis is symmetric-log
-    so that 0, 1 and 2 stay apart from 10 and 20.
+    the band is the mean ± standard deviation over draws (none for a plain :class:`Recall`).
+    The x axis is symmetric-log so that 0, 1 and 2 stay apart from 10 and 20; with
+    ``xlabel`` and ``symlog=False`` the same panels show recall after ``k`` epochs.
     """
     panels = ["macro recall", *classes]
     fig = new_figure(2.3 * len(panels), 2.6)
@@ -30,20 +36,21 @@ def plot_learning_curve(curves: Mapping[str, Mapping[int, DrawSummary]], classes
         for ax, panel in zip(axes, panels, strict=True):
             if panel == "macro recall":
                 mean = np.array([points[k].macro_recall for k in n])
-                std = np.array([points[k].macro_recall_std for k in n])
+                std = np.array([getattr(points[k], "macro_recall_std", 0.0) for k in n])
             else:
                 mean = np.array([points[k].recall[panel] for k in n])
-                std = np.array([points[k].recall_std.get(panel, 0.0) for k in n])
+                std = np.array([getattr(points[k], "recall_std", {}).get(panel, 0.0) for k in n])
             (line,) = ax.plot(n, mean, marker="o", markersize=3, label=method)
             ax.fill_between(n, mean - std, np.minimum(mean + std, 1.0), color=line.get_color(), alpha=0.2)
     for ax, panel in zip(axes, panels, strict=True):
-        ax.set_xscale("symlog", linthresh=1)
+        if symlog:
+            ax.set_xscale("symlog", linthresh=1)
         ticks = sorted({k for points in curves.values() for k in points})
         ax.set_xticks(ticks, [str(k) for k in ticks], fontsize=7)
         ax.set_title(panel, fontsize=9)
-        ax.set_xlabel("real sequences per class")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("recall on the real test sets")
+    axes[0].set_ylabel("recall on real sequences")
     axes[0].legend(fontsize=7, loc="lower right")
     return fig
 

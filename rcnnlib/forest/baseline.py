@@ -19,6 +19,10 @@ RCNN, so a real star called "empty" or "Cepheid" counts as an error; recall is
 averaged over the real classes present (SN, RRL, EB, NV). ``train_classes``
 (``--train-classes``) restricts training to some classes, e.g. the four real
 ones, which removes those confusions.
+
+Results are :class:`ForestResult` objects, whose ``to_json`` is the ``rcnnlib baseline
+--json`` schema; recall is summarised over draws by :func:`rcnnlib.protocol.score_draws`,
+as the RCNN's is.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@ same test sets (mean over draws) and on every real sequence.
 The fine-tuned prediction blends the fine-tuned and the simulation-only model
 (:func:`rcnnlib.rcnn.model.blend_proba`, weight ``FineTuneConfig.base_weight``); the
 fine-tuned network's own scores are reported beside it as ``fine_tuned_alone``.
+
+Results are :class:`Evaluation` objects (``to_json``/``from_json``: the schema of
+``rcnnlib evaluate --json``). :func:`learning_curve` repeats the protocol for several
+numbers of real sequences per class. The calibration of the last-step probabilities
+(:mod:`rcnnlib.calibration`) is measured on the same test sets; the simulation-only
+model's temperature is fitted on each draw's fine-tuning sequences, which it never saw.
 """
 
 from __future__ import annotations
