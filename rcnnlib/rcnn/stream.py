@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rcnnlib.calibration import apply_temperature
 from rcnnlib.dataset import COLUMN, CONDITION_NAMES, STAMP_SIZE
 from rcnnlib.errors import InputError
 from rcnnlib.observations import condition_problem
@@ -67,11 +68,20 @@ class StreamingClassifier:
     measured (non-finite), are recorded but change nothing, as in the batch
     path; implausible values (see :mod:`rcnnlib.observations`) are refused.
     Until ``epochs_per_step`` good epochs have arrived the probabilities are ``None``.
+    ``temperature`` scales them (:func:`rcnnlib.calibration.apply_temperature`; 1: as
+    trained), e.g. with one fitted on a few labelled real sequences (chapter 4).
     """
 
     def __init__(
-        self, model_dir: str | Path | None = None, model: Any = None, config: ModelConfig | None = None
+        self,
+        model_dir: str | Path | None = None,
+        model: Any = None,
+        config: ModelConfig | None = None,
+        temperature: float = 1.0,
     ):
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise InputError(f"the temperature must be a positive number, got {temperature}")
+        self.temperature = float(temperature)
         if model is None:
             model, config, _ = load_model(model_dir)
         if config is None:
@@ -138,7 +148,7 @@ class StreamingClassifier:
             return self.probabilities
         x = np.stack([*self._buffer, *self._changes], axis=-1)[None]
         proba, self._h, self._c = self._step(x, self._h, self._c)
-        self.probabilities = np.asarray(proba)[0]
+        self.probabilities = apply_temperature(np.asarray(proba)[0], self.temperature)
         self.n_steps += 1
         return self.probabilities
 
