@@ -42,6 +42,7 @@ in order (``PreprocessConfig`` holds every number):
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -178,23 +179,35 @@ def filter_matrices(
     blur), so it is a circular convolution along each axis: a circulant matrix
     whose column is the inverse DFT of that axis's factor.
     """
-    freq = np.fft.fftfreq(size)
-    lead = np.broadcast_shapes(
-        () if shift is None else np.shape(shift)[:-1], () if blur_sigma is None else np.shape(blur_sigma)
-    )
-    gain = np.ones((*lead, size))
-    if blur_sigma is not None:
-        gain = gain * np.exp(-2.0 * np.pi**2 * np.asarray(blur_sigma, np.float64)[..., None] ** 2 * freq**2)
-    offset = (np.arange(size)[:, None] - np.arange(size)[None, :]) % size  # C[i, j] = k[(i - j) mod S]
-    if shift is None:  # a Gaussian is even, so its circulant matrix is symmetric: one matrix for both sides
-        left = np.fft.ifft(gain, axis=-1).real[..., offset].astype(np.float32)
+    freq, cosine, offset = _dft_constants(size)
+    if (
+        shift is None
+    ):  # a Gaussian's gain is real and even: its inverse DFT is a cosine sum, its matrix symmetric
+        if blur_sigma is None:
+            blur_sigma = np.zeros(())
+        gain = np.exp((-2.0 * np.pi**2) * np.square(blur_sigma, dtype=np.float64)[..., None] * freq**2)
+        left = np.take((gain @ cosine).astype(np.float32), offset, axis=-1)  # C-contiguous, unlike [...]
         return left, left
     shift = np.asarray(shift, np.float64)
-    kernels = [
-        np.fft.ifft(gain * np.exp(-2j * np.pi * shift[..., axis, None] * freq), axis=-1).real
-        for axis in (0, 1)
-    ]
-    return kernels[0][..., offset].astype(np.float32), kernels[1][..., offset.T].astype(np.float32)
+    gain = np.exp(-2j * np.pi * shift[..., None] * freq)  # (..., 2, S): one phase ramp per axis
+    if blur_sigma is not None:
+        gain *= np.exp((-2.0 * np.pi**2) * np.square(blur_sigma, dtype=np.float64)[..., None, None] * freq**2)
+    kernels = np.fft.ifft(gain).real.astype(np.float32)
+    return np.take(kernels[..., 0, :], offset, axis=-1), np.take(kernels[..., 1, :], offset.T, axis=-1)
+
+
+@functools.cache
+def _dft_constants(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DFT frequencies, the matrix taking an even gain to its inverse DFT, and circulant offsets.
+
+    ``offset[i, j] = (i - j) mod size``, so ``kernel[..., offset]`` is the matrix of the
+    circular convolution with ``kernel``.
+    """
+    freq = np.fft.fftfreq(size)
+    n = np.arange(size)
+    cosine = np.cos(2.0 * np.pi * np.outer(freq, n)) / size
+    offset = (n[:, None] - n[None, :]) % size
+    return freq, cosine, offset
 
 
 def fourier_filter(
@@ -230,9 +243,10 @@ def matching_sigma(seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray |
     if config.psf_match_seeing is None:
         return None
     to_sigma = 1.0 / (PIXEL_SCALE * 2.3548)
-    target = config.psf_match_seeing * to_sigma
-    own = np.clip(np.nan_to_num(seeing, nan=config.psf_match_seeing), 0.0, config.psf_match_seeing) * to_sigma
-    return np.sqrt(np.maximum(target**2 - own**2, 0.0)).astype(np.float32)
+    target = config.psf_match_seeing
+    seeing = np.asarray(seeing)
+    own = np.minimum(np.maximum(np.where(np.isnan(seeing), target, seeing), 0.0), target) * to_sigma
+    return np.sqrt(np.maximum((target * to_sigma) ** 2 - own**2, 0.0)).astype(np.float32)
 
 
 def match_psf(flux: np.ndarray, seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -447,7 +461,9 @@ def _prepare_block(
     good = good_epochs(stamps, conditions, mask, config)
     # compact: good epochs first, in time order (stable sort on "bad")
     order = np.argsort(~good, axis=1, kind="stable")
-    rows = np.arange(n)[:, None]  # with an (n, m) epoch index: fancy indexing, ~30x faster than take_along_axis
+    rows = np.arange(n)[
+        :, None
+    ]  # with an (n, m) epoch index: fancy indexing, ~30x faster than take_along_axis
     if (order == np.arange(t)).all():  # nothing to move (typical of simulations): skip the copies
         good_c = good
     else:
