@@ -437,7 +437,9 @@ def prepare(
         )
 
     starts = range(0, n, BLOCK)
-    workers = min(len(starts), len(os.sched_getaffinity(0)))
+    workers = min(
+        len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     if workers <= 1:
         for lo in starts:
             block(lo)
@@ -445,6 +447,11 @@ def prepare(
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(block, starts))
     return out
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one): :func:`prepare`'s threads."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _prepare_block(
