@@ -148,9 +148,20 @@ class StreamingClassifier:
             raise InputError(f"epoch at MJD {mjd}: {condition_problem(cond)[1]}")
         self._last_mjd = mjd
         self.n_epochs += 1
-        if not (np.isfinite(cond).all() and cond[COLUMN["seeing"]] < self.config.preprocess.max_seeing):
-            return self.probabilities  # what preprocess.quality_mask drops
+        x = self.step_input(stamp, cond)
+        if x is None:
+            return self.probabilities
+        proba, self._h, self._c = self._step(x, self._h, self._c)
+        self.probabilities = np.asarray(proba)[0]
+        self.n_steps += 1
+        return self.probabilities
+
+    def step_input(self, stamp: np.ndarray, cond: np.ndarray) -> np.ndarray | None:
+        """The pre-processing (numpy) part of :meth:`update` for a checked float32 epoch: the network's
+        next (1, S, S, channels) input, or None (epoch not used, or no full step yet)."""
         pre = self.config.preprocess
+        if not (np.isfinite(cond).all() and cond[COLUMN["seeing"]] < pre.max_seeing):
+            return None  # what preprocess.quality_mask drops
         flux, _ = calibrate(stamp[None], cond[None], pre)
         flux = match_psf(flux, cond[None, COLUMN["seeing"]], pre)
         self._buffer.append(normalise(flux, pre)[0])
@@ -159,12 +170,8 @@ class StreamingClassifier:
                 self._reference = (flux, reference_level(flux, pre))
             self._changes.append(relative_change(flux, *self._reference, pre)[0])
         if len(self._buffer) < self._buffer.maxlen:
-            return self.probabilities
-        x = np.stack([*self._buffer, *self._changes], axis=-1)[None]
-        proba, self._h, self._c = self._step(x, self._h, self._c)
-        self.probabilities = np.asarray(proba)[0]
-        self.n_steps += 1
-        return self.probabilities
+            return None
+        return np.stack([*self._buffer, *self._changes], axis=-1)[None]
 
 
 def _plausible(cond: np.ndarray) -> bool:
