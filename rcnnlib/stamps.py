@@ -57,8 +57,9 @@ def median_last(a: np.ndarray) -> np.ndarray:
     """``np.median(a, axis=-1)`` (NaN if a row holds one) by one sort, ~6x faster on short float32 rows."""
     ordered = np.sort(a, axis=-1)  # NaN sort last
     n = a.shape[-1]
-    middle = (ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2
-    return np.where(np.isnan(ordered[..., -1]), np.nan, middle).astype(a.dtype, copy=False)
+    middle = np.asarray((ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2)
+    middle[np.isnan(ordered[..., -1])] = np.nan
+    return middle
 
 
 @dataclass(frozen=True)

@@ -261,16 +261,20 @@ def asinh(x: np.ndarray) -> np.ndarray:
     ``log`` and ``sqrt`` do, which makes this ~9x faster (measured). It agrees
     with ``arcsinh`` to ~2e-7 (absolute below 1, relative above).
     """
+    x = np.asarray(x)
+    if x.ndim == 0:  # ufuncs return scalars there, which cannot be updated in place
+        return asinh(x[None])[0]
     magnitude = np.abs(x)
-    with np.errstate(over="ignore"):
-        out = np.multiply(magnitude, magnitude)
+    if magnitude.size and magnitude.max() > np.float32(1e18):  # x^2 would overflow (beyond ~1.8e19)
+        huge = magnitude > np.float32(1e18)
+        out = asinh(np.where(huge, np.float32(0.0), magnitude))
+        out[huge] = np.log(magnitude[huge]) + np.float32(np.log(2.0))  # asinh(x) = log(2 |x|) there
+        return np.copysign(out, x, out=out)
+    out = np.multiply(magnitude, magnitude)
     out += np.float32(1.0)
     np.sqrt(out, out=out)
     out += magnitude
     np.log(out, out=out)
-    huge = magnitude > np.float32(1e18)  # x^2 overflows beyond ~1.8e19: asinh(x) = log(2 |x|) there
-    if huge.any():
-        out[huge] = np.log(magnitude[huge]) + np.float32(np.log(2.0))
     return np.copysign(out, x, out=out)
 
 
