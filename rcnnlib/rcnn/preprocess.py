@@ -135,30 +135,32 @@ def calibrate(
     config: PreprocessConfig,
     augmentation: Augmentation | None = None,
     rng: np.random.Generator | None = None,
+    scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sky-subtracted flux at the reference zero point of (..., S, S) stamps, and each stamp's noise.
 
     Per epoch only, so the streaming classifier calls it on one stamp and gets
     the numbers the batch path gets. Augmentation (zero-point and sky errors)
     needs ``rng``; shifts and geometry transforms are applied by :func:`prepare`
-    to the epochs inside the window only, which is cheaper.
+    to the epochs inside the window only, which is cheaper. ``scale``: the
+    :func:`flux_scale` of ``conditions`` if already known (one per exposure).
     """
     errors = _Draws()
     if augmentation is not None:
         errors = _Draws.calibration(augmentation, _need(rng), stamps.shape[:-2])
-    return _calibrated(stamps, conditions, config, errors.zero_point, errors.sky)
+    if scale is None:
+        scale = flux_scale(conditions, config)
+    return _calibrated(stamps, scale, errors.zero_point, errors.sky)
 
 
 def _calibrated(
     stamps: np.ndarray,
-    conditions: np.ndarray,
-    config: PreprocessConfig,
+    scale: np.ndarray,
     zero_point_error: np.ndarray | None = None,
     sky_error: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`calibrate` with its random errors drawn beforehand (mag; units of each stamp's noise)."""
+    """:func:`calibrate` with its flux scale and random errors known (mag; units of each stamp's noise)."""
     sky, noise = ring_mean_sky(stamps)
-    scale = flux_scale(conditions, config)
     flux = np.subtract(stamps, sky[..., None, None], dtype=np.float32)
     flux *= scale[..., None, None]
     noise = noise * scale
@@ -478,7 +480,7 @@ def _prepare_block(
         good_c = good
     else:
         good_c, stamps, conditions = good[rows, order], stamps[rows, order], conditions[rows, order]
-    flux, noise = _calibrated(stamps, conditions, config, draws.zero_point, draws.sky)
+    flux, noise = _calibrated(stamps, flux_scale(conditions, config), draws.zero_point, draws.sky)
     flux[~good_c] = 0.0
     seeing = conditions[..., COLUMN["seeing"]]
     start = detection_start(flux, noise, seeing, good_c, config)

@@ -12,6 +12,7 @@ where the alerts start.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections import deque
@@ -24,7 +25,16 @@ from rcnnlib.dataset import COLUMN, CONDITION_NAMES, STAMP_SIZE
 from rcnnlib.errors import InputError
 from rcnnlib.observations import CONDITION_RANGES, condition_problem
 from rcnnlib.rcnn.model import ModelConfig, load_model
-from rcnnlib.rcnn.preprocess import calibrate, match_psf, normalise, reference_level, relative_change
+from rcnnlib.rcnn.preprocess import (
+    PreprocessConfig,
+    calibrate,
+    filter_matrices,
+    flux_scale,
+    matching_sigma,
+    normalise,
+    reference_level,
+    relative_change,
+)
 
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -162,8 +172,10 @@ class StreamingClassifier:
         pre = self.config.preprocess
         if not (np.isfinite(cond).all() and cond[COLUMN["seeing"]] < pre.max_seeing):
             return None  # what preprocess.quality_mask drops
-        flux, _ = calibrate(stamp[None], cond[None], pre)
-        flux = match_psf(flux, cond[None, COLUMN["seeing"]], pre)
+        scale, blur = _exposure_constants(tuple(cond.tolist()), pre)
+        flux, _ = calibrate(stamp[None], cond[None], pre, scale=scale)
+        if blur is not None:  # match_psf with the exposure's matrix
+            flux = np.matmul(np.matmul(blur, flux), blur)
         self._buffer.append(normalise(flux, pre)[0])
         if pre.difference_channels:
             if self._reference is None:  # changes are measured against the stream's first good epoch
@@ -172,6 +184,19 @@ class StreamingClassifier:
         if len(self._buffer) < self._buffer.maxlen:
             return None
         return np.array([*self._buffer, *self._changes]).transpose(1, 2, 0)[None]  # np.stack, 3x cheaper
+
+
+@functools.lru_cache(maxsize=4096)
+def _exposure_constants(conditions: tuple[float, ...], config: PreprocessConfig) -> tuple[np.ndarray, Any]:
+    """The flux scale (1,) and PSF-matching matrix (1, S, S) (None: no matching) of one epoch's conditions.
+
+    Every alert of an exposure (and CCD) shares its conditions, so a broker computes
+    these once per exposure instead of once per alert: a third of the numpy time.
+    """
+    cond = np.array(conditions, np.float32)[None]
+    sigma = matching_sigma(cond[:, COLUMN["seeing"]], config)
+    blur = None if sigma is None else filter_matrices(STAMP_SIZE, blur_sigma=sigma)[0]  # (1, S, S)
+    return flux_scale(cond, config), blur
 
 
 def _plausible(cond: np.ndarray) -> bool:
