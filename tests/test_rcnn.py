@@ -141,6 +141,24 @@ def test_streaming_applies_the_temperature(real, tiny_model_dir):
         StreamingClassifier(model=model, config=config, temperature=0.0)
 
 
+def test_classifiers_of_one_model_share_one_compiled_step_but_not_their_state(real, tiny_model_dir):
+    """A broker runs a classifier per object: one traced graph per model, one LSTM state per object."""
+    model, config, _ = load_model(tiny_model_dir)
+    first, second = (StreamingClassifier(model=model, config=config) for _ in range(2))
+    assert first._step is second._step
+    assert StreamingClassifier(model=build_model(config), config=config)._step is not first._step
+    alone = StreamingClassifier(model=model, config=config)
+    ds = real.subset([0, 20])
+    for t in np.flatnonzero(ds.mask[0] & ds.mask[1]):  # two objects' alerts, interleaved
+        got = first.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+        second.update(ds.stamps[1, t], ds.mjd[1, t], ds.conditions[1, t])
+        expected = alone.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+        assert (got is None) == (expected is None)
+        if got is not None:
+            np.testing.assert_array_equal(got, expected)
+    assert first.n_steps > 0
+
+
 def test_streaming_rejects_bad_input(tiny_model_dir):
     stream = StreamingClassifier(tiny_model_dir)
     good = [1.2, 200.0, 25.0, 23.0, 86.0, 1.1]
