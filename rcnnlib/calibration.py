@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+
+from rcnnlib.protocol import Draw
 
 N_BINS = 10
 """Equal-width confidence bins of the reliability diagram and the ECE."""
@@ -121,11 +123,6 @@ def expected_calibration_error(
     return Reliability.of(proba, labels, weights, n_bins).ece
 
 
-class _Draw(Protocol):  # rcnnlib.protocol.Draw
-    train: np.ndarray
-    test: np.ndarray
-
-
 @dataclass(frozen=True)
 class Calibration:
     """One method's calibration on the test sets of repeated draws (pooled), and its fitted temperatures.
@@ -156,7 +153,7 @@ class Calibration:
         )
 
 
-def fit_draw_temperatures(labels: np.ndarray, proba: np.ndarray, draws: Sequence[_Draw]) -> list[float]:
+def fit_draw_temperatures(labels: np.ndarray, proba: np.ndarray, draws: Sequence[Draw]) -> list[float]:
     """One temperature per draw, fitted on that draw's adaptation sequences only (never its test set).
 
     ``proba[r]`` holds draw ``r``'s probabilities of every real sequence (N, classes);
@@ -172,7 +169,7 @@ def fit_draw_temperatures(labels: np.ndarray, proba: np.ndarray, draws: Sequence
 def calibration_on_draws(
     labels: np.ndarray,
     proba: np.ndarray,
-    draws: Sequence[_Draw],
+    draws: Sequence[Draw],
     temperatures: Sequence[float] | None = None,
     n_bins: int = N_BINS,
 ) -> Calibration:

@@ -19,7 +19,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rcnnlib.errors import InputError
 from rcnnlib.logs import VERBOSE_ENV, configure_logging
@@ -327,7 +327,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     real = load_hits(args.hits_dir, progress=sys.stderr.isatty())
     tune = FineTuneConfig() if args.base_weight is None else FineTuneConfig(base_weight=args.base_weight)
-    options = dict(finetune_config=tune, progress=sys.stderr.isatty())
+    options: dict[str, Any] = dict(finetune_config=tune, progress=sys.stderr.isatty())
     if len(args.finetune_per_class) == 1:
         result = evaluate_on_real(
             real, args.model, args.finetune_per_class[0], args.repeats, args.seed, **options

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> None:
     from rcnnlib.rcnn.preprocess import prepare
     from rcnnlib.rcnn.stream import StreamingClassifier
     from rcnnlib.rcnn.train import TrainConfig, plan_blocks, training_dataset
-    from rcnnlib.shards import open_sequences
+    from rcnnlib.shards import ShardedDataset
     from rcnnlib.sim.simulate import simulate_to_disk
     from rcnnlib.sim.survey import Survey
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         fields = survey.fields[:1]
         simulate_to_disk(survey, tmp / "sims", args.n_per_class, seed=0, fields=fields, progress=False)
-        sims = open_sequences(tmp / "sims")
+        sims = ShardedDataset(tmp / "sims")
         blocks = plan_blocks(sims, 256)
         ds = sims.load()
         n = len(ds)
@@ -89,13 +89,13 @@ def run(args: argparse.Namespace) -> None:
 
         # streaming: one update per new epoch, sequences replayed one after another
         stream = StreamingClassifier(model=model, config=config)
-        latencies = []
+        latencies: list[float] = []
         i = 0
         while len(latencies) < args.stream_updates + 50:
             stream.reset()
             for t in range(ds.n_epochs):
                 start = time.perf_counter()
-                stream.update(ds.stamps[i % n, t], ds.mjd[i % n, t], ds.conditions[i % n, t])
+                stream.update(ds.stamps[i % n, t], float(ds.mjd[i % n, t]), ds.conditions[i % n, t])
                 latencies.append(time.perf_counter() - start)
             i += 1
         ms = np.array(latencies[50:]) * 1e3  # the first calls trace the graph

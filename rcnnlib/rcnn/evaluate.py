@@ -139,7 +139,9 @@ class Evaluation:
             },
             "sim_only": self.sim_only.to_json(),
         }
-        if tuned:
+        if self.fine_tuned is not None:  # then every fine_tuned_* field is set (evaluate_on_real)
+            assert self.fine_tuned_alone is not None and self.fine_tuned_confusion is not None
+            assert self.fine_tuned_predictions is not None
             block = self.fine_tuned.to_json()
             intervals = {k: block.pop(k) for k in INTERVAL_KEYS if k in block}
             out["fine_tuned"] = {

@@ -387,7 +387,8 @@ class _Draws:
     ) -> _Draws:
         if augmentation is None:
             return cls()
-        draws = cls.calibration(augmentation, _need(rng), (n, t))
+        rng = _need(rng)
+        draws = cls.calibration(augmentation, rng, (n, t))
         if augmentation.shift_px:
             draws.shift = rng.normal(0.0, augmentation.shift_px, (n, n_epochs, 2))
         if augmentation.rotate_flip:
@@ -529,7 +530,7 @@ def dihedral(pixels: np.ndarray, code: np.ndarray) -> np.ndarray:
 
 def random_dihedral(pixels: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """Apply one of the 8 rotations/reflections of the square to each sequence (N, T, S, S)."""
-    return dihedral(pixels, _need(rng).integers(8, size=pixels.shape[0]))
+    return dihedral(pixels, _need(rng).integers(8, size=(int(pixels.shape[0]),)))
 
 
 def psf_matching_scatter(ds: SequenceDataset, config: PreprocessConfig) -> dict[str, np.ndarray]:

@@ -165,7 +165,8 @@ class StreamingClassifier:
             raise InputError(f"epochs must arrive in time order: MJD {mjd} after {self._last_mjd}")
         cond = _conditions_vector(conditions)
         if not _plausible(cond):
-            raise InputError(f"epoch at MJD {mjd}: {condition_problem(cond)[1]}")
+            problem = condition_problem(cond)
+            raise InputError(f"epoch at MJD {mjd}: {problem[1] if problem else 'implausible conditions'}")
         self._last_mjd = mjd
         self.n_epochs += 1
         x = self.step_input(stamp, cond)
@@ -191,7 +192,7 @@ class StreamingClassifier:
             if self._reference is None:  # changes are measured against the stream's first good epoch
                 self._reference = (flux, reference_level(flux, pre))
             self._changes.append(relative_change(flux, *self._reference, pre)[0])
-        if len(self._buffer) < self._buffer.maxlen:
+        if len(self._buffer) < pre.epochs_per_step:
             return None
         return np.array([*self._buffer, *self._changes]).transpose(1, 2, 0)[None]  # np.stack, 3x cheaper
 
