@@ -19,7 +19,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rcnnlib.errors import InputError
 from rcnnlib.logs import VERBOSE_ENV, configure_logging
@@ -66,6 +66,7 @@ def _whole_number(minimum: int, wording: str) -> Callable[[str], int]:
 
 seed = _whole_number(0, "a non-negative integer (>= 0)")  # numpy refuses negative seeds with a traceback
 positive_int = _whole_number(1, "a positive whole number")
+count = _whole_number(0, "a whole number >= 0")
 
 
 def _hits_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -289,7 +290,15 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="recall of the RCNN on real sequences (sim-only and fine-tuned)")
     _hits_dir_argument(p)
     p.add_argument("--model", type=Path, default=None, help="saved model folder (default: the shipped one)")
-    p.add_argument("--finetune-per-class", type=int, default=10)
+    p.add_argument(
+        "--finetune-per-class",
+        type=count,
+        nargs="+",
+        default=[10],
+        metavar="N",
+        help="real sequences per class to fine-tune on (default 10; 0: none); several values "
+        "(e.g. 0 1 2 5 10 20) give a learning curve, every value on the draws `rcnnlib baseline` uses",
+    )
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument(
@@ -303,28 +312,32 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    if args.finetune_per_class < 0:
-        raise InputError(f"--finetune-per-class must be >= 0, got {args.finetune_per_class}")
     if args.base_weight is not None and not 0.0 <= args.base_weight <= 1.0:  # NaN fails this too
         raise InputError(f"--base-weight must lie in [0, 1], got {args.base_weight}")
     _check_json_file(args.json)  # before the minutes of fine-tuning, not after
     from rcnnlib.hits.loader import load_hits
-    from rcnnlib.rcnn.evaluate import evaluate_on_real, recall_table
+    from rcnnlib.rcnn.evaluate import (
+        evaluate_on_real,
+        learning_curve,
+        learning_curve_json,
+        learning_curve_table,
+        recall_table,
+    )
     from rcnnlib.rcnn.train import FineTuneConfig
 
     real = load_hits(args.hits_dir, progress=sys.stderr.isatty())
     tune = FineTuneConfig() if args.base_weight is None else FineTuneConfig(base_weight=args.base_weight)
-    result = evaluate_on_real(
-        real,
-        args.model,
-        args.finetune_per_class,
-        args.repeats,
-        args.seed,
-        finetune_config=tune,
-        progress=sys.stderr.isatty(),
-    )
-    print(recall_table(result))
-    _write_json(args.json, result)
+    options: dict[str, Any] = dict(finetune_config=tune, progress=sys.stderr.isatty())
+    if len(args.finetune_per_class) == 1:
+        result = evaluate_on_real(
+            real, args.model, args.finetune_per_class[0], args.repeats, args.seed, **options
+        )
+        print(recall_table(result))
+        _write_json(args.json, result.to_json())
+        return 0
+    curve = learning_curve(real, args.model, args.finetune_per_class, args.repeats, args.seed, **options)
+    print(learning_curve_table(curve))
+    _write_json(args.json, learning_curve_json(curve))
     return 0
 
 
@@ -377,7 +390,7 @@ def _baseline(args: argparse.Namespace) -> int:
     if args.augment_per_class < 0:
         raise InputError(f"--augment-per-class must be >= 0, got {args.augment_per_class}")
     _check_json_file(args.json)  # before the minutes of simulation and tuning, not after
-    from rcnnlib.forest.baseline import format_result, json_summary, run_baseline
+    from rcnnlib.forest.baseline import format_result, run_baseline
 
     result = run_baseline(
         args.hits_dir,
@@ -391,7 +404,7 @@ def _baseline(args: argparse.Namespace) -> int:
         progress=True,
     )
     print(format_result(result))
-    _write_json(args.json, json_summary(result))
+    _write_json(args.json, result.to_json())
     return 0
 
 

@@ -9,6 +9,7 @@ definition of an observing night.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,10 +28,20 @@ def night_of(mjd: np.ndarray) -> np.ndarray:
 
 
 def border_ring(stamps: np.ndarray) -> np.ndarray:
-    """The outermost pixel ring of (..., S, S) stamps, (..., 4 S - 4): mostly sky around a centred source."""
-    return np.concatenate(
-        [stamps[..., 0, :], stamps[..., -1, :], stamps[..., 1:-1, 0], stamps[..., 1:-1, -1]], axis=-1
-    )
+    """The outermost pixel ring of (..., S, S) stamps, (..., 4 S - 4): mostly sky around a centred source.
+
+    Order: top row, bottom row, then the left and the right column without the corners.
+    """
+    stamps = np.asarray(stamps)
+    height, width = stamps.shape[-2:]
+    return np.take(stamps.reshape(*stamps.shape[:-2], height * width), _ring_index(height, width), axis=-1)
+
+
+@functools.cache
+def _ring_index(height: int, width: int) -> np.ndarray:
+    """Flat indices of :func:`border_ring`'s pixels: one gather instead of four slices and a concatenation."""
+    flat = np.arange(height * width).reshape(height, width)
+    return np.concatenate([flat[0, :], flat[-1, :], flat[1:-1, 0], flat[1:-1, -1]])
 
 
 def nanmedian_last(a: np.ndarray) -> np.ndarray:
@@ -40,6 +51,15 @@ def nanmedian_last(a: np.ndarray) -> np.ndarray:
     lo = np.take_along_axis(ordered, np.clip((n - 1) // 2, 0, None), axis=-1)
     hi = np.take_along_axis(ordered, np.clip(n // 2, 0, a.shape[-1] - 1), axis=-1)
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)[..., 0]
+
+
+def median_last(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=-1)`` (NaN if a row holds one) by one sort, ~6x faster on short float32 rows."""
+    ordered = np.sort(a, axis=-1)  # NaN sort last
+    n = a.shape[-1]
+    middle = np.asarray((ordered[..., (n - 1) // 2] + ordered[..., n // 2]) / 2)
+    middle[np.isnan(ordered[..., -1])] = np.nan
+    return middle
 
 
 @dataclass(frozen=True)
@@ -114,10 +134,12 @@ def ring_mean_sky(stamps: np.ndarray, n_sigma: float = 3.0) -> tuple[np.ndarray,
     one pass is enough once the ring is mostly sky, the mean is less quantised than
     the median on integer-ADU stamps, and ``sigma`` is the ring's MAD sigma.
     """
-    ring = border_ring(stamps).astype(np.float32)
-    clipped = sigma_clip(
-        ring, n_sigma, iterations=1, sigma_floor=1e-6, median=lambda a: np.median(a, axis=-1)
-    )
-    keep = np.isfinite(clipped.kept)
-    sky = (ring * keep).sum(-1) / np.maximum(keep.sum(-1), 1)
-    return sky, clipped.sigma
+    ring = border_ring(stamps).astype(np.float32, copy=False)
+    # sigma_clip(ring, n_sigma, iterations=1, sigma_floor=1e-6) written out: a third of the numpy
+    # calls, which is most of the cost on the one stamp of a streaming update
+    level = median_last(ring)[..., None]
+    deviation = np.abs(ring - level)
+    sigma = MAD_TO_SIGMA * median_last(deviation)
+    keep = deviation <= n_sigma * np.maximum(sigma, 1e-6)[..., None]
+    sky = (ring * keep).sum(-1) / np.maximum(keep.sum(-1, dtype=np.float32), 1)
+    return sky, sigma

@@ -10,7 +10,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from rcnnlib.cli import main
 from rcnnlib.forest import baseline
-from rcnnlib.forest.baseline import LightCurveForest, evaluate_forest, tune_forest
+from rcnnlib.forest.baseline import ForestResult, LightCurveForest, evaluate_forest, tune_forest
 from rcnnlib.hits.loader import load_hits
 from rcnnlib.protocol import few_shot_draws
 
@@ -75,33 +75,45 @@ def test_augmented_protocol_uses_the_rcnn_draws(real):
     sim_X = rng.normal(size=(140, 4)) + sim_y[:, None]
     result = evaluate_forest(sim_X, sim_y, real_X, real_y, {"n_estimators": 20}, n, repeats, seed)
     expected = few_shot_draws(real.labels, n, repeats, seed)  # the call `rcnnlib evaluate` makes
-    assert len(result["draws"]) == repeats
-    for ours, theirs in zip(result["draws"], expected, strict=True):
+    assert len(result.draws) == repeats
+    for ours, theirs in zip(result.draws, expected, strict=True):
         np.testing.assert_array_equal(ours.train, theirs.train)
         np.testing.assert_array_equal(ours.test, theirs.test)
     counts = real.class_counts()
-    assert result["n_test"] == {name: counts[name] - n for name in ("SN", "RRL", "EB", "NV")}
-    for block in (result["sim_only"], result["augmented"]):
-        assert set(block["recall"]) == {"SN", "RRL", "EB", "NV"}
-        assert all(0.0 <= v <= 1.0 for v in block["recall"].values())
-    assert result["sim_only"]["macro_recall"] == pytest.approx(
-        np.mean(list(result["sim_only"]["recall"].values()))
-    )
+    assert result.n_test == {name: counts[name] - n for name in ("SN", "RRL", "EB", "NV")}
+    for block in (result.sim_only, result.augmented):
+        assert set(block.recall) == {"SN", "RRL", "EB", "NV"}
+        assert all(0.0 <= v <= 1.0 for v in block.recall.values())
+    assert result.sim_only.macro_recall == pytest.approx(np.mean(list(result.sim_only.recall.values())))
     # sim-only is scored on the same test sets, like the RCNN's; and on every real sequence
     all_recall = {
         name: np.mean(
-            result["sim_only_predicted"][real_y == real.class_names.index(name)]
-            == real.class_names.index(name)
+            result.sim_only_predicted[real_y == real.class_names.index(name)] == real.class_names.index(name)
         )
         for name in ("SN", "RRL", "EB", "NV")
     }
-    assert result["sim_only_all"]["recall"] == pytest.approx(all_recall)
+    assert result.sim_only_all.recall == pytest.approx(all_recall)
     rrl = real.class_names.index("RRL")
-    on_draws = [np.mean(result["sim_only_predicted"][d.test][real_y[d.test] == rrl] == rrl) for d in expected]
-    assert result["sim_only"]["recall"]["RRL"] == pytest.approx(np.mean(on_draws))
-    macros = [np.mean(list(r.values())) for r in result["repeats"]]
-    assert result["augmented"]["macro_recall"] == pytest.approx(np.mean(macros))
-    assert result["augmented"]["macro_recall_std"] == pytest.approx(np.std(macros, ddof=1))
+    on_draws = [np.mean(result.sim_only_predicted[d.test][real_y[d.test] == rrl] == rrl) for d in expected]
+    assert result.sim_only.recall["RRL"] == pytest.approx(np.mean(on_draws))
+    macros = [np.mean(list(r.values())) for r in result.augmented.per_repeat_recall]
+    assert result.augmented.per_repeat == pytest.approx(macros)
+    assert result.augmented.macro_recall == pytest.approx(np.mean(macros))
+    assert result.augmented.macro_recall_std == pytest.approx(np.std(macros, ddof=1))
+    rrl_per_draw = [r["RRL"] for r in result.augmented.per_repeat_recall]
+    assert result.augmented.recall_std["RRL"] == pytest.approx(np.std(rrl_per_draw, ddof=1))
+    # the JSON part reads back as it was written
+    data = json.loads(json.dumps(result.to_json()))
+    back = ForestResult.from_json(data)
+    assert back.to_json() == data
+    assert back.augmented.macro_recall_ci == result.augmented.macro_recall_ci
+    assert back.augmented.difference == result.augmented.difference
+    # the probabilities behind the predictions are kept for calibration
+    for draw in result.draws:
+        np.testing.assert_array_equal(
+            result.augmented_proba[draw.repeat, draw.test].argmax(1),
+            result.augmented_predictions[draw.repeat, draw.test],
+        )
 
 
 def test_cli_writes_the_json_schema(hits_root, tmp_path, monkeypatch, capsys):
@@ -167,7 +179,7 @@ def test_bootstrap_intervals_follow_the_test_set_size():
         predictions = np.where(rng.random(2 * n) < 0.8, labels, 1 - labels)[None]  # recall 0.8 each
         draws = few_shot_draws(labels, 0, 1, seed=0)
         ci = bootstrap_recall(labels, predictions, draws, ["A", "B"], [0, 1], seed=0)
-        lo, hi = ci["macro_recall_ci"]
+        lo, hi = ci.macro_recall_ci
         assert lo < 0.8 < hi
         widths[n] = hi - lo
     # binomial: 2 * 1.96 * sqrt(0.8 * 0.2 / (2 n)) = 0.20 for n = 30
@@ -184,7 +196,7 @@ def test_paired_difference_sees_a_better_method():
     draws = few_shot_draws(labels, 5, 3, seed=0)
     stack = lambda p: np.tile(p, (3, 1))  # noqa: E731
     found = bootstrap_recall(labels, stack(better), draws, ["A", "B", "C"], [0, 1, 2], stack(worse))
-    assert found["difference"]["macro_recall"] > 0.1 and found["difference"]["ci"][0] > 0
-    assert found["difference"]["p_not_better"] < 0.01
+    assert found.difference.macro_recall > 0.1 and found.difference.ci[0] > 0
+    assert found.difference.p_not_better < 0.01
     same = bootstrap_recall(labels, stack(worse), draws, ["A", "B", "C"], [0, 1, 2], stack(worse))
-    assert same["difference"]["macro_recall"] == 0 and same["difference"]["p_not_better"] == 1.0
+    assert same.difference.macro_recall == 0 and same.difference.p_not_better == 1.0

@@ -16,7 +16,9 @@ def _name(requirement: str) -> str:
 
 def test_environment_yml_names_the_same_packages_as_pyproject():
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    extras = [  # the CUDA TensorFlow is an opt-in, outside the (CPU) environment
+        r for name, group in project["optional-dependencies"].items() if name != "gpu" for r in group
+    ]
     wanted = {r: _name(r) for r in project["dependencies"] + extras}
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
@@ -37,6 +39,14 @@ def test_constraints_pin_every_dependency():
     extras = [r for group in project["optional-dependencies"].values() for r in group]
     for requirement in project["dependencies"] + extras:
         assert _name(requirement) in pins, f"{requirement} is not pinned in constraints.txt"
+
+
+def test_the_gpu_extra_pins_the_cpu_tensorflow_version():
+    lines = (REPO_ROOT / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if "==" in line)
+    gpu = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    assert [_name(r) for r in gpu] == ["tensorflow"] and "and-cuda" in gpu[0]
+    assert pins["tensorflow"] == pins["tensorflow_cpu"]
 
 
 def test_jupyter_book_is_v1():

@@ -17,6 +17,7 @@ from rcnnlib.book import checks as bookcheck
 from rcnnlib.book import execute, profiles
 from rcnnlib.book.forest_figures import KronAgreement, plot_feature_distributions, plot_feature_importance
 from rcnnlib.book.tables import MISSING, paper_table, readable_columns, recall_table
+from rcnnlib.protocol import DrawSummary, Recall
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,13 +99,13 @@ def test_paper_table_prints_counts_as_integers_and_no_nan():
 
 
 def test_recall_table_gives_spread_counts_and_the_papers_figure():
-    sim = {"recall": {"SN": 0.8, "NV": 1.0}, "macro_recall": 0.9, "macro_recall_std": 0.01}
-    tuned = {
-        "recall": {"SN": 0.9, "NV": 1.0},
-        "recall_std": {"SN": 0.05, "NV": 0.0},
-        "macro_recall": 0.95,
-        "macro_recall_std": 0.02,
-    }
+    sim = Recall(0.9, {"SN": 0.8, "NV": 1.0})
+    tuned = DrawSummary(
+        recall={"SN": 0.9, "NV": 1.0},
+        recall_std={"SN": 0.05, "NV": 0.0},
+        macro_recall=0.95,
+        macro_recall_std=0.02,
+    )
     table = recall_table(
         {"sim": sim, "tuned": tuned}, ["SN", "NV"], {"SN": 36, "NV": 222}, paper={"sim": 0.85, "tuned": None}
     )

@@ -124,6 +124,41 @@ def test_streaming_equals_batch_for_the_shipped_model_on_real_sequences(real):
     assert_stream_matches_batch(model, config, ds)
 
 
+def test_streaming_applies_the_temperature(real, tiny_model_dir):
+    """A fitted temperature reaches the alert stream: the batch probabilities, scaled, same class."""
+    from rcnnlib.calibration import apply_temperature
+
+    model, config, _ = load_model(tiny_model_dir)
+    plain = StreamingClassifier(model=model, config=config)
+    warm = StreamingClassifier(model=model, config=config, temperature=0.3)
+    ds = real.subset([5])
+    for t in np.flatnonzero(ds.mask[0]):
+        a = plain.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+        b = warm.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+    np.testing.assert_allclose(b, apply_temperature(a, 0.3), rtol=1e-5)
+    assert b.max() > a.max() and b.argmax() == a.argmax()
+    with pytest.raises(InputError, match="temperature"):
+        StreamingClassifier(model=model, config=config, temperature=0.0)
+
+
+def test_classifiers_of_one_model_share_one_compiled_step_but_not_their_state(real, tiny_model_dir):
+    """A broker runs a classifier per object: one traced graph per model, one LSTM state per object."""
+    model, config, _ = load_model(tiny_model_dir)
+    first, second = (StreamingClassifier(model=model, config=config) for _ in range(2))
+    assert first._step is second._step
+    assert StreamingClassifier(model=build_model(config), config=config)._step is not first._step
+    alone = StreamingClassifier(model=model, config=config)
+    ds = real.subset([0, 20])
+    for t in np.flatnonzero(ds.mask[0] & ds.mask[1]):  # two objects' alerts, interleaved
+        got = first.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+        second.update(ds.stamps[1, t], ds.mjd[1, t], ds.conditions[1, t])
+        expected = alone.update(ds.stamps[0, t], ds.mjd[0, t], ds.conditions[0, t])
+        assert (got is None) == (expected is None)
+        if got is not None:
+            np.testing.assert_array_equal(got, expected)
+    assert first.n_steps > 0
+
+
 def test_streaming_rejects_bad_input(tiny_model_dir):
     stream = StreamingClassifier(tiny_model_dir)
     good = [1.2, 200.0, 25.0, 23.0, 86.0, 1.1]
@@ -158,7 +193,7 @@ def test_fine_tuning_draws_are_disjoint_from_test_sets(real):
 
 
 def test_evaluate_protocol_schema(real, tiny_model_dir):
-    from rcnnlib.rcnn.evaluate import evaluate_on_real, recall_table
+    from rcnnlib.rcnn.evaluate import Evaluation, evaluate_on_real, recall_table
 
     result = evaluate_on_real(
         real,
@@ -170,22 +205,49 @@ def test_evaluate_protocol_schema(real, tiny_model_dir):
         progress=False,
     )
     classes = ["SN", "RRL", "EB", "NV"]
-    assert result["classes"] == classes
-    for key in ("sim_only", "fine_tuned", "fine_tuned_alone"):
-        assert set(result[key]["recall"]) == set(classes)
-        assert 0.0 <= result[key]["macro_recall"] <= 1.0
-        assert result[key]["macro_recall"] == pytest.approx(np.mean(list(result[key]["recall"].values())))
-    assert result["fine_tuned"]["macro_recall_std"] >= 0.0
-    assert result["n_test"] == {name: 10 for name in classes}
+    assert result.classes == classes
+    for scores in (result.sim_only, result.fine_tuned, result.fine_tuned_alone):
+        assert set(scores.recall) == set(classes)
+        assert 0.0 <= scores.macro_recall <= 1.0
+        assert scores.macro_recall == pytest.approx(np.mean(list(scores.recall.values())))
+    assert result.fine_tuned.macro_recall_std >= 0.0
+    assert result.n_test == {name: 10 for name in classes}
     # every test prediction is of a sequence outside that repeat's fine-tuning draw
     draws = few_shot_draws(real.labels, 4, 2, seed=1)
-    predictions = np.array(result["fine_tuned"]["predictions"])
-    for draw, pred in zip(draws, predictions, strict=True):
+    for draw, pred in zip(draws, result.fine_tuned_predictions, strict=True):
         assert (pred[draw.train] == -1).all() and (pred[draw.test] >= 0).all()
-    assert np.array(result["fine_tuned"]["confusion"]).sum() == 2 * 40
+    assert result.fine_tuned_confusion.sum() == 2 * 40
     table = recall_table(result).splitlines()
     assert "tuned alone" in table[0] and len(table) == 1 + len(classes) + 1
-    assert f"{result['fine_tuned_alone']['macro_recall']:.3f}" in table[-1]
+    assert f"{result.fine_tuned_alone.macro_recall:.3f}" in table[-1]
+    # the JSON (rcnnlib evaluate --json) reads back as the same evaluation
+    data = json.loads(json.dumps(result.to_json()))
+    assert set(data) >= {"model", "classes", "n_sequences", "sim_only_all", "sim_only", "fine_tuned"}
+    assert {"fine_tuned_alone", "n_test", "protocol"} <= set(data)
+    assert {"predictions", "confusion", "early_recall", "difference", "config"} <= set(data["fine_tuned"])
+    back = Evaluation.from_json(data)
+    assert back.to_json() == data
+    assert back.fine_tuned == result.fine_tuned and back.sim_only == result.sim_only
+    np.testing.assert_array_equal(back.fine_tuned_predictions, result.fine_tuned_predictions)
+    # calibration: the sim-only temperatures come from the draws' adaptation sequences, one per draw
+    assert len(back.calibration["sim_only_scaled"].temperatures) == 2
+    assert back.calibration["fine_tuned"].ece == pytest.approx(result.calibration["fine_tuned"].ece)
+
+
+def test_learning_curve_is_evaluate_at_each_value(real, tiny_model_dir):
+    from rcnnlib.rcnn.evaluate import evaluate_on_real, learning_curve, learning_curve_json
+
+    config = FineTuneConfig(epochs=1)
+    curve = learning_curve(
+        real, tiny_model_dir, [0, 2], repeats=2, seed=4, finetune_config=config, progress=False
+    )
+    single = evaluate_on_real(real, tiny_model_dir, 2, 2, 4, finetune_config=config, progress=False)
+    assert curve[0].fine_tuned is None and curve[0].adapted.macro_recall == curve[0].sim_only_all.macro_recall
+    assert curve[1].fine_tuned.per_repeat == pytest.approx(single.fine_tuned.per_repeat)
+    data = json.loads(json.dumps(learning_curve_json(curve)))
+    assert data["learning_curve"]["finetune_per_class"] == [0, 2]
+    assert data["learning_curve"]["macro_recall"][1] == pytest.approx(single.fine_tuned.macro_recall)
+    assert len(data["evaluations"]) == 2 and "fine_tuned" not in data["evaluations"][0]
 
 
 def test_blend_keeps_what_each_model_is_sure_of():
@@ -217,8 +279,8 @@ def test_fine_tuned_prediction_with_full_base_weight_is_the_base_models(real, ti
         finetune_config=FineTuneConfig(epochs=2, learning_rate=1e-2, base_weight=1.0),
         progress=False,
     )
-    assert result["fine_tuned"]["recall"] == pytest.approx(result["sim_only"]["recall"])
-    assert result["fine_tuned"]["config"]["base_weight"] == 1.0
+    assert result.fine_tuned.recall == pytest.approx(result.sim_only.recall)
+    assert result.finetune_config["base_weight"] == 1.0
 
 
 def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rcnnlib.bench.device import describe
 from rcnnlib.sim.simulate import simulate_to_disk
 from rcnnlib.sim.survey import Survey
 
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         if importlib.util.find_spec(f"rcnnlib.bench.{name}") is not None:
             importlib.import_module(f"rcnnlib.bench.{name}").add_parser(sub)
     args = parser.parse_args(argv)
+    print(describe(tensorflow=args.what == "rcnn"))
     args.func(args)
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
+
+from rcnnlib.calibration import Calibration
+from rcnnlib.protocol import DrawSummary, Recall
 
 MISSING = "–"  # what a reader sees where a table has no value (the paper gives none, not applicable)
 PAPER_MACRO_RECALL: dict[str, float] = {"rcnn_sim_only": 0.85, "rcnn_fine_tuned": 0.94}
@@ -73,44 +75,78 @@ def mean_pm(mean: float, std: float | None, decimals: int = 3) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def recall_column(block: Mapping[str, Any], classes: Sequence[str], spread: bool = True) -> dict[str, str]:
+def recall_column(
+    scores: Recall | DrawSummary, classes: Sequence[str], spread: bool = True
+) -> dict[str, str]:
     """One method's per-class and macro recall as strings, ``mean ± std`` over draws when known."""
-    recall, std = block["recall"], block.get("recall_std", {}) if spread else {}
-    column = {c: mean_pm(recall[c], std.get(c)) if c in recall else MISSING for c in classes}
-    column["macro recall"] = mean_pm(block["macro_recall"], block.get("macro_recall_std") if spread else None)
+    std = getattr(scores, "recall_std", {}) if spread else {}
+    macro_std = getattr(scores, "macro_recall_std", None) if spread else None
+    column = {c: mean_pm(scores.recall[c], std.get(c)) if c in scores.recall else MISSING for c in classes}
+    column["macro recall"] = mean_pm(scores.macro_recall, macro_std)
     return column
 
 
 def recall_table(
-    columns: Mapping[str, Mapping[str, Any]],
+    columns: Mapping[str, Recall | DrawSummary],
     classes: Sequence[str],
     n_test: Mapping[str, int],
     paper: Mapping[str, float | None] | None = None,
 ) -> pd.DataFrame:
     """Recall per class (rows) for several methods (columns), the test counts and the paper's macro recall.
 
-    ``columns`` maps a method's name to its result block (``recall``, ``macro_recall``
-    and, for repeated draws, their ``_std``); ``paper`` maps the same names to the
-    paper's macro recall (``None`` where the paper gives none).
+    ``columns`` maps a method's name to its scores (a :class:`~rcnnlib.protocol.Recall`,
+    or a :class:`~rcnnlib.protocol.DrawSummary` over repeated draws, whose spread and
+    95 % interval are shown); ``paper`` maps the same names to the paper's macro
+    recall (``None`` where the paper gives none).
     """
-    table = pd.DataFrame({name: recall_column(block, classes) for name, block in columns.items()})
+    table = pd.DataFrame({name: recall_column(scores, classes) for name, scores in columns.items()})
     counts = {c: int(n_test.get(c, 0)) for c in classes}
     table.insert(0, "test sequences", pd.Series({**counts, "macro recall": sum(counts.values())}))
     table = table.astype(object)  # strings and counts side by side; the paper's row adds dashes
-    if any("macro_recall_ci" in block for block in columns.values()):
-        ci = {
-            name: "–".join(f"{v:.2f}" for v in block["macro_recall_ci"])
-            if "macro_recall_ci" in block
-            else MISSING
-            for name, block in columns.items()
+    intervals = {name: getattr(scores, "macro_recall_ci", None) for name, scores in columns.items()}
+    if any(ci is not None for ci in intervals.values()):
+        row = {
+            name: MISSING if ci is None else "–".join(f"{v:.2f}" for v in ci)
+            for name, ci in intervals.items()
         }
-        table.loc["macro recall, 95 % CI"] = pd.Series({"test sequences": MISSING, **ci})
+        table.loc["macro recall, 95 % CI"] = pd.Series({"test sequences": MISSING, **row})
     if paper is not None:
         row = {"test sequences": MISSING}
         row.update({name: MISSING if paper.get(name) is None else f"{paper[name]:.2f}" for name in columns})
         table.loc["paper: macro recall"] = pd.Series(row)
     table.index.name = "class"
     return table
+
+
+def learning_curve_table(
+    curves: Mapping[str, Mapping[int, DrawSummary]], classes: Sequence[str]
+) -> pd.DataFrame:
+    """Macro and per-class recall (``mean ± std`` over draws) of each method against real sequences per class.
+
+    ``curves`` maps a method's name to ``{real sequences per class: scores}``.
+    """
+    rows = {}
+    for method, points in curves.items():
+        for n, scores in sorted(points.items()):
+            rows[(method, n)] = recall_column(scores, classes)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["method", "real per class"]
+    return table
+
+
+def calibration_table(calibrations: Mapping[str, Calibration]) -> pd.DataFrame:
+    """ECE of each method (all test objects, and every class weighted alike) and its temperatures."""
+    rows = {}
+    for name, c in calibrations.items():
+        t = c.temperatures
+        rows[name] = {
+            "ECE": c.ece,
+            "ECE, classes alike": c.balanced_ece,
+            "temperature": MISSING
+            if t is None
+            else mean_pm(float(np.mean(t)), float(np.std(t, ddof=1)) if len(t) > 1 else None, 2),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("probabilities")
 
 
 COLUMN_LABELS: dict[str, str] = {

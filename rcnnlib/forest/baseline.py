@@ -20,6 +20,10 @@ RCNN, so a real star called "empty" or "Cepheid" counts as an error; recall is
 averaged over the real classes present (SN, RRL, EB, NV). ``train_classes``
 (``--train-classes``) restricts training to some classes, e.g. the four real
 ones, which removes those confusions.
+
+Results are :class:`ForestResult` objects, whose ``to_json`` is the ``rcnnlib baseline
+--json`` schema; recall is summarised over draws by :func:`rcnnlib.protocol.score_draws`,
+as the RCNN's is.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +43,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm import tqdm
 
+from rcnnlib.calibration import Calibration, calibration_on_draws, fit_draw_temperatures
 from rcnnlib.classes import CLASS_NAMES, label_of
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.forest.features import SELECTION_FEATURES, dataset_features, feature_names
-from rcnnlib.protocol import bootstrap_recall, few_shot_draws, macro_recall, recall_per_class
+from rcnnlib.protocol import Draw, DrawSummary, Recall, few_shot_draws, score_draws
 from rcnnlib.sim.simulate import plan_shards, simulate_shard
 from rcnnlib.sim.survey import Survey
 
@@ -214,6 +220,78 @@ def simulate_training_set(
 
 
 # --------------------------------------------------------------------------- protocol
+@dataclass(frozen=True, kw_only=True)
+class ForestResult:
+    """The forest on real sequences: sim-only and augmented, on the draws of :func:`few_shot_draws`.
+
+    ``sim_only_all`` is the simulations-only forest on every real sequence;
+    ``sim_only`` and ``augmented`` are scored on the draws' test sets. :meth:`to_json`
+    is the schema of ``rcnnlib baseline --json``; the fields after it (draws,
+    probabilities, the grid search's outcome) stay in memory for the book.
+    """
+
+    classes: list[str]
+    n_test: dict[str, int]
+    sim_only_all: Recall
+    sim_only: DrawSummary
+    augmented: DrawSummary
+    augmented_predictions: np.ndarray  # (repeats, N), -1 outside a draw's test set
+    sim_only_predicted: np.ndarray = field(repr=False)  # (N,) on every real sequence
+    draws: list[Draw] = field(default_factory=list, repr=False)
+    sim_only_proba: np.ndarray | None = field(default=None, repr=False)  # (N, classes)
+    augmented_proba: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (repeats, N, classes), NaN off test
+    best_params: dict[str, Any] | None = None
+    cv_macro_recall: float | None = None
+    feature_importances: dict[str, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Exactly the schema of ``rcnnlib baseline --json``: sim_only, augmented, predictions, n_test."""
+        return {
+            "sim_only": self.sim_only.to_json(("macro_recall", "recall", "macro_recall_ci", "recall_ci")),
+            "augmented": self.augmented.to_json(
+                ("macro_recall", "macro_recall_std", "recall", "macro_recall_ci", "recall_ci", "difference")
+            ),
+            "augmented_predictions": self.augmented_predictions.tolist(),
+            "n_test": self.n_test,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ForestResult:
+        """The JSON part of a result read back (per-draw spreads the JSON does not hold are left empty)."""
+        sim_only = DrawSummary.from_json(data["sim_only"])
+        return cls(
+            classes=list(data["n_test"]),
+            n_test=data["n_test"],
+            sim_only_all=Recall(sim_only.macro_recall, sim_only.recall),
+            sim_only=sim_only,
+            augmented=DrawSummary.from_json(data["augmented"]),
+            augmented_predictions=np.array(data["augmented_predictions"], dtype=np.int64),
+            sim_only_predicted=np.array([], dtype=np.int64),
+        )
+
+    def probabilities_calibration(self, real_y: np.ndarray) -> dict[str, Calibration]:
+        """Reliability and ECE of the sim-only forest (raw, and temperature-scaled on each draw's
+        adaptation sequences) and of the augmented forests, on the test sets of the draws."""
+        repeats = len(self.draws)
+        sim = np.broadcast_to(self.sim_only_proba, (repeats, *self.sim_only_proba.shape))
+        return {
+            "sim_only": calibration_on_draws(real_y, sim, self.draws),
+            "sim_only_scaled": calibration_on_draws(
+                real_y, sim, self.draws, fit_draw_temperatures(real_y, sim, self.draws)
+            ),
+            "augmented": calibration_on_draws(real_y, self.augmented_proba, self.draws),
+        }
+
+
+def _all_class_proba(forest: LightCurveForest, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) probabilities over every label, zero for a class the forest never saw."""
+    out = np.zeros((X.shape[0], n_classes))
+    out[:, forest.classes_] = forest.predict_proba(X)
+    return out
+
+
 def evaluate_forest(
     sim_X: np.ndarray,
     sim_y: np.ndarray,
@@ -226,88 +304,78 @@ def evaluate_forest(
     class_names: Sequence[str] = CLASS_NAMES,
     progress: bool = False,
     n_jobs: int | None = None,
-) -> dict[str, Any]:
-    """Sim-only and augmented recall on real sequences, in the schema of ``rcnnlib baseline --json``.
+) -> ForestResult:
+    """Sim-only and augmented recall on real sequences; ``rcnnlib baseline --json`` writes its ``to_json()``.
 
     ``params`` are :class:`LightCurveForest` parameters (e.g. a grid search's
     ``best_params_``). Draws come from :func:`few_shot_draws` on ``real_y`` in the
     order given: pass the labels of :func:`rcnnlib.hits.loader.load_hits` unchanged to
-    test on the RCNN's test sets. ``"sim_only"`` is the simulations-only forest
-    scored on the same test sets (mean over draws, as ``rcnnlib evaluate`` does);
-    beside the JSON keys the result holds ``"sim_only_all"`` (scored on every real
-    sequence), the per-repeat recalls (``"repeats"``), the draws (``"draws"``) and
-    the sim-only predictions on every real sequence (``"sim_only_predicted"``).
+    test on the RCNN's test sets. ``sim_only`` is the simulations-only forest
+    scored on the same test sets (mean over draws, as ``rcnnlib evaluate`` does).
     """
     real_y = np.asarray(real_y)
     classes = [int(c) for c in np.unique(real_y)]
     draws = few_shot_draws(real_y, augment_per_class, repeats, seed)  # refuses bad inputs early
+    n_classes = len(class_names)
 
     sim_only = LightCurveForest(random_state=seed, n_jobs=n_jobs, **params).fit(sim_X, sim_y)
-    predicted = sim_only.predict(real_X)
-    recall = recall_per_class(real_y, predicted, class_names, classes)
-    result: dict[str, Any] = {"sim_only_all": {"macro_recall": macro_recall(recall), "recall": recall}}
-    # Scored on the augmented protocol's test sets too (mean over draws), as `rcnnlib evaluate` does,
-    # so sim-only and augmented figures come from identical test sequences.
-    sim_runs = [recall_per_class(real_y[d.test], predicted[d.test], class_names, classes) for d in draws]
+    sim_proba = _all_class_proba(sim_only, real_X, n_classes)
+    predicted = sim_only.classes_[np.argmax(sim_proba[:, sim_only.classes_], axis=1)]
 
-    per_repeat = []
     augmented_predictions = np.full((len(draws), real_y.size), -1, dtype=np.int64)
+    augmented_proba = np.full((len(draws), real_y.size, n_classes), np.nan)
     for draw in tqdm(draws, desc="augmented repeats", unit="repeat", file=sys.stderr, disable=not progress):
         forest = LightCurveForest(random_state=seed + 1 + draw.repeat, n_jobs=n_jobs, **params).fit(
             np.concatenate([sim_X, real_X[draw.train]]), np.concatenate([sim_y, real_y[draw.train]])
         )
-        augmented_predictions[draw.repeat, draw.test] = forest.predict(real_X[draw.test])
-        rec = recall_per_class(
-            real_y[draw.test], augmented_predictions[draw.repeat, draw.test], class_names, classes
-        )
-        per_repeat.append(rec)
+        proba = _all_class_proba(forest, real_X[draw.test], n_classes)
+        augmented_proba[draw.repeat, draw.test] = proba
+        augmented_predictions[draw.repeat, draw.test] = forest.classes_[
+            np.argmax(proba[:, forest.classes_], axis=1)
+        ]
+    # sim-only is scored on the augmented protocol's test sets too (mean over draws), as `rcnnlib
+    # evaluate` does, so sim-only and augmented figures come from identical test sequences
     sim_predictions = np.tile(predicted, (len(draws), 1))
-    result["sim_only"] = {
-        **_mean_over_draws(sim_runs),
-        **bootstrap_recall(real_y, sim_predictions, draws, class_names, classes, seed=seed),
-    }
-    result["augmented"] = {
-        **_mean_over_draws(per_repeat),
-        **bootstrap_recall(real_y, augmented_predictions, draws, class_names, classes, sim_predictions, seed),
-    }
-    result["augmented_predictions"] = augmented_predictions
     test_labels = real_y[draws[0].test]
-    result["n_test"] = {class_names[c]: int(np.sum(test_labels == c)) for c in classes}
-    result["repeats"] = per_repeat
-    result["draws"] = draws
-    result["sim_only_predicted"] = predicted
-    return result
+    return ForestResult(
+        classes=[class_names[c] for c in classes],
+        n_test={class_names[c]: int(np.sum(test_labels == c)) for c in classes},
+        sim_only_all=Recall.of(real_y, predicted, class_names, classes),
+        sim_only=score_draws(real_y, sim_predictions, draws, class_names, classes, seed=seed),
+        augmented=score_draws(
+            real_y, augmented_predictions, draws, class_names, classes, sim_predictions, seed
+        ),
+        augmented_predictions=augmented_predictions,
+        sim_only_predicted=predicted,
+        draws=draws,
+        sim_only_proba=sim_proba,
+        augmented_proba=augmented_proba,
+    )
 
 
-def _mean_over_draws(runs: list[dict[str, float]]) -> dict[str, Any]:
-    """Mean macro recall (with its spread over draws) and mean per-class recall of several draws."""
-    macros = np.array([macro_recall(r) for r in runs])
-    return {
-        "macro_recall": float(macros.mean()),
-        "macro_recall_std": float(macros.std(ddof=1)) if macros.size > 1 else 0.0,
-        "recall": {name: float(np.mean([r[name] for r in runs])) for name in runs[0]},
-    }
+def forest_learning_curve(
+    sim_X: np.ndarray,
+    sim_y: np.ndarray,
+    real_X: np.ndarray,
+    real_y: np.ndarray,
+    params: dict[str, Any],
+    per_class: Sequence[int] = (0, 1, 2, 5, 10, 20),
+    repeats: int = 10,
+    seed: int = 0,
+    class_names: Sequence[str] = CLASS_NAMES,
+    n_jobs: int | None = None,
+) -> list[ForestResult]:
+    """:func:`evaluate_forest` for each number of real sequences per class added, on the RCNN's draws.
 
-
-def json_summary(result: dict[str, Any]) -> dict[str, Any]:
-    """Exactly the schema of ``rcnnlib baseline --json``: sim_only, augmented, n_test (and their keys)."""
-    sim_only = result["sim_only"]
-    return {
-        "sim_only": {k: sim_only[k] for k in ("macro_recall", "recall", "macro_recall_ci", "recall_ci")},
-        "augmented": {
-            k: result["augmented"][k]
-            for k in (
-                "macro_recall",
-                "macro_recall_std",
-                "recall",
-                "macro_recall_ci",
-                "recall_ci",
-                "difference",
-            )
-        },
-        "augmented_predictions": result["augmented_predictions"].tolist(),
-        "n_test": result["n_test"],
-    }
+    The point at ``n`` is tested on the draws of ``few_shot_draws(real_y, n, repeats,
+    seed)``, those of :func:`rcnnlib.rcnn.evaluate.learning_curve` at the same ``n``.
+    """
+    for n in per_class:  # refuse before any work
+        few_shot_draws(real_y, n, repeats, seed)
+    return [
+        evaluate_forest(sim_X, sim_y, real_X, real_y, params, n, repeats, seed, class_names, n_jobs=n_jobs)
+        for n in per_class
+    ]
 
 
 def run_baseline(
@@ -321,12 +389,12 @@ def run_baseline(
     n_estimators: int = N_ESTIMATORS,
     train_classes: Sequence[str] = CLASS_NAMES,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> ForestResult:
     """The whole baseline: simulate, measure, tune on simulations, evaluate on real HiTS.
 
-    Returns :func:`evaluate_forest`'s dict plus ``"best_params"``, ``"cv_macro_recall"``
-    (on simulations), ``"feature_importances"`` (of the tuned sim-only forest, by name),
-    and the feature arrays (``"sim_X"``, ``"sim_y"``, ``"real_X"``) for the book.
+    Returns :func:`evaluate_forest`'s result with the grid search's outcome: ``best_params``,
+    ``cv_macro_recall`` (on simulations) and ``feature_importances`` (of the tuned
+    sim-only forest, by name).
     """
     from rcnnlib.hits.loader import load_hits
 
@@ -365,44 +433,37 @@ def run_baseline(
         progress=progress,
         n_jobs=-1,
     )
-    result.update(
+    return replace(
+        result,
         best_params=search.best_params_,
         cv_macro_recall=float(search.best_score_),
         feature_importances=dict(
             zip(feature_names(), search.best_estimator_.feature_importances_.tolist(), strict=True)
         ),
-        sim_X=sim_X,
-        sim_y=sim_y,
-        real_X=real_X,
-        real_y=real_y,
-        real_ids=real.ids,
     )
-    return result
 
 
 # --------------------------------------------------------------------------- CLI
 
 
-def format_result(result: dict[str, Any]) -> str:
+def format_result(result: ForestResult) -> str:
     """A small text table of per-class and macro recall."""
-    names = list(result["n_test"])
+    names = list(result.n_test)
     lines = [f"{'':12s}" + "".join(f"{n:>8s}" for n in names) + f"{'macro':>9s}"]
-    sim, aug = result["sim_only"], result["augmented"]
+    sim, aug = result.sim_only, result.augmented
     lines.append(
-        f"{'sim-only':12s}"
-        + "".join(f"{sim['recall'][n]:8.3f}" for n in names)
-        + f"{sim['macro_recall']:9.3f}"
+        f"{'sim-only':12s}" + "".join(f"{sim.recall[n]:8.3f}" for n in names) + f"{sim.macro_recall:9.3f}"
     )
     lines.append(
         f"{'augmented':12s}"
-        + "".join(f"{aug['recall'][n]:8.3f}" for n in names)
-        + f"{aug['macro_recall']:9.3f} +- {aug['macro_recall_std']:.3f}"
+        + "".join(f"{aug.recall[n]:8.3f}" for n in names)
+        + f"{aug.macro_recall:9.3f} +- {aug.macro_recall_std:.3f}"
     )
-    lines.append(f"{'n_test':12s}" + "".join(f"{result['n_test'][n]:8d}" for n in names))
-    if "best_params" in result:
+    lines.append(f"{'n_test':12s}" + "".join(f"{result.n_test[n]:8d}" for n in names))
+    if result.best_params is not None:
         lines.append(
-            f"grid search on simulations: best {result['best_params']}, "
-            f"cross-validated macro recall {result['cv_macro_recall']:.3f}"
+            f"grid search on simulations: best {result.best_params}, "
+            f"cross-validated macro recall {result.cv_macro_recall:.3f}"
         )
     return "\n".join(lines)
 
@@ -418,7 +479,7 @@ def evaluate_real_classes_only(
     seed: int = 0,
     class_names: Sequence[str] = CLASS_NAMES,
     n_jobs: int | None = None,
-) -> dict[str, Any] | None:
+) -> ForestResult | None:
     """The ablation of chapter 5: :func:`evaluate_forest` trained on the real classes' simulations only.
 
     Why: no real Cepheid, asteroid or empty stamp exists in the test set, so a forest

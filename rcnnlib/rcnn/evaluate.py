@@ -11,21 +11,30 @@ same test sets (mean over draws) and on every real sequence.
 The fine-tuned prediction blends the fine-tuned and the simulation-only model
 (:func:`rcnnlib.rcnn.model.blend_proba`, weight ``FineTuneConfig.base_weight``); the
 fine-tuned network's own scores are reported beside it as ``fine_tuned_alone``.
+
+Results are :class:`Evaluation` objects (``to_json``/``from_json``: the schema of
+``rcnnlib evaluate --json``). :func:`learning_curve` repeats the protocol for several
+numbers of real sequences per class. The calibration of the last-step probabilities
+(:mod:`rcnnlib.calibration`) is measured on the same test sets; the simulation-only
+model's temperature is fitted on each draw's fine-tuning sequences, which it never saw.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rcnnlib.dataset import SequenceDataset
+from rcnnlib.calibration import Calibration, calibration_on_draws, fit_draw_temperatures
+from rcnnlib.dataset import SequenceDataset, atomic_path
 from rcnnlib.errors import InputError
-from rcnnlib.protocol import bootstrap_recall, confusion, few_shot_draws, macro_recall, recall_per_class
+from rcnnlib.protocol import DrawSummary, Recall, confusion, few_shot_draws, recall_per_class, score_draws
 from rcnnlib.rcnn.preprocess import ModelInput, prepare
 
 
@@ -55,23 +64,167 @@ def early_recall(
     return out
 
 
-def _scores(true: np.ndarray, predicted: np.ndarray, names: tuple[str, ...], classes: list[int]) -> dict:
-    recall = recall_per_class(true, predicted, names, classes)
-    return {"macro_recall": macro_recall(recall), "recall": recall}
+@dataclass(frozen=True)
+class FewShotProtocol:
+    """The few-shot draws' settings: ``rcnnlib baseline`` with the same values tests on the same draws."""
+
+    finetune_per_class: int
+    repeats: int
+    seed: int
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
 
 
-def _mean_std(runs: list[dict], names: list[str]) -> dict[str, Any]:
-    macro = np.array([r["macro_recall"] for r in runs])
-    recall = np.array([[r["recall"][n] for n in names] for r in runs])
-    return {
-        "macro_recall": float(macro.mean()),
-        "macro_recall_std": float(macro.std(ddof=1)) if len(runs) > 1 else 0.0,
-        "recall": dict(zip(names, recall.mean(0).tolist(), strict=True)),
-        "recall_std": dict(
-            zip(names, (recall.std(0, ddof=1) if len(runs) > 1 else 0 * recall[0]).tolist(), strict=True)
-        ),
-        "per_repeat": [r["macro_recall"] for r in runs],
-    }
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """Scores of the RCNN on real sequences: what ``rcnnlib evaluate --json`` writes.
+
+    ``sim_only_all`` is the simulation-only model on every real sequence (with its
+    confusion, early recall and predictions); ``sim_only``, ``fine_tuned`` (the blend)
+    and ``fine_tuned_alone`` are scored on the test sets of the draws. Without
+    fine-tuning (``finetune_per_class=0``) ``sim_only`` is a plain :class:`Recall` on every
+    sequence and the fine-tuned fields are ``None``. The last-step probabilities
+    (``*_proba``) are kept for calibration and are not written to JSON.
+    """
+
+    model: dict[str, Any]
+    classes: list[str]
+    n_sequences: dict[str, int]
+    n_test: dict[str, int]
+    sim_only_all: Recall
+    sim_only_confusion: np.ndarray
+    sim_only_early_recall: dict[str, list[float]]
+    sim_only_predicted: np.ndarray  # (N,) on every real sequence
+    sim_only: Recall | DrawSummary
+    fine_tuned: DrawSummary | None = None
+    fine_tuned_alone: DrawSummary | None = None
+    fine_tuned_confusion: np.ndarray | None = None  # summed over the draws' test sets
+    fine_tuned_early_recall: dict[str, list[float]] | None = None  # mean over draws
+    fine_tuned_predictions: np.ndarray | None = None  # (repeats, N), -1 outside a draw's test set
+    seconds_per_repeat: float | None = None
+    finetune_config: dict[str, Any] | None = None
+    protocol: FewShotProtocol | None = None
+    calibration: dict[str, Calibration] | None = None
+    sim_only_proba: np.ndarray | None = field(default=None, repr=False)  # (N, classes)
+    fine_tuned_proba: np.ndarray | None = field(
+        default=None, repr=False
+    )  # (repeats, N, classes), NaN off test
+
+    @property
+    def adapted(self) -> DrawSummary:
+        """Scores with ``finetune_per_class`` real sequences: fine-tuned, or sim-only at 0 (a curve point)."""
+        if self.fine_tuned is not None:
+            return self.fine_tuned
+        s = self.sim_only
+        return DrawSummary(
+            macro_recall=s.macro_recall,
+            recall=dict(s.recall),
+            recall_std=dict.fromkeys(s.recall, 0.0),  # one model, no draws: no spread
+            per_repeat=[s.macro_recall],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rcnnlib evaluate --json`` schema."""
+        tuned = self.fine_tuned is not None
+        out: dict[str, Any] = {
+            "model": self.model,
+            "classes": self.classes,
+            "n_sequences": self.n_sequences,
+            "sim_only_all": {
+                **self.sim_only_all.to_json(),
+                "confusion": self.sim_only_confusion.tolist(),
+                "early_recall": self.sim_only_early_recall,
+                **({"predicted": self.sim_only_predicted.tolist()} if tuned else {}),
+            },
+            "sim_only": self.sim_only.to_json(),
+        }
+        if self.fine_tuned is not None:  # then every fine_tuned_* field is set (evaluate_on_real)
+            assert self.fine_tuned_alone is not None and self.fine_tuned_confusion is not None
+            assert self.fine_tuned_predictions is not None
+            block = self.fine_tuned.to_json()
+            intervals = {k: block.pop(k) for k in INTERVAL_KEYS if k in block}
+            out["fine_tuned"] = {
+                **block,
+                "confusion": self.fine_tuned_confusion.tolist(),
+                "early_recall": self.fine_tuned_early_recall,
+                "predictions": self.fine_tuned_predictions.tolist(),
+                **intervals,
+                "seconds_per_repeat": self.seconds_per_repeat,
+                "config": self.finetune_config,
+            }
+            out["fine_tuned_alone"] = self.fine_tuned_alone.to_json()
+        out["n_test"] = self.n_test
+        if self.protocol is not None:
+            out["protocol"] = self.protocol.to_json()
+        if self.calibration is not None:
+            out["calibration"] = {name: c.to_json() for name, c in self.calibration.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        """An :class:`Evaluation` read back from :meth:`to_json` (e.g. chapter 4's ``evaluation.json``)."""
+        all_real = data["sim_only_all"]
+        tuned = data.get("fine_tuned")
+        extra: dict[str, Any] = {}
+        if tuned is not None:
+            extra = dict(
+                fine_tuned=DrawSummary.from_json(tuned),
+                fine_tuned_alone=DrawSummary.from_json(data["fine_tuned_alone"]),
+                fine_tuned_confusion=np.array(tuned["confusion"], dtype=np.int64),
+                fine_tuned_early_recall=tuned["early_recall"],
+                fine_tuned_predictions=np.array(tuned["predictions"], dtype=np.int64),
+                seconds_per_repeat=tuned.get("seconds_per_repeat"),
+                finetune_config=tuned.get("config"),
+            )
+        protocol = data.get("protocol")
+        calibration = data.get("calibration")
+        return cls(
+            model=data["model"],
+            classes=list(data["classes"]),
+            n_sequences=data["n_sequences"],
+            n_test=data["n_test"],
+            sim_only_all=Recall.from_json(all_real),
+            sim_only_confusion=np.array(all_real["confusion"], dtype=np.int64),
+            sim_only_early_recall=all_real["early_recall"],
+            sim_only_predicted=np.array(all_real.get("predicted", []), dtype=np.int64),
+            sim_only=DrawSummary.from_json(data["sim_only"]) if tuned else Recall.from_json(data["sim_only"]),
+            protocol=None if protocol is None else FewShotProtocol(**protocol),
+            calibration=None
+            if calibration is None
+            else {name: Calibration.from_json(c) for name, c in calibration.items()},
+            **extra,
+        )
+
+    def write_json(self, path: str | Path) -> None:
+        """Write :meth:`to_json` atomically (a reader never sees half a file)."""
+        with atomic_path(Path(path)) as tmp:
+            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> Evaluation:
+        path = Path(path)
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}: not an evaluation written by rcnnlib evaluate ({exc})") from None
+
+
+INTERVAL_KEYS = ("macro_recall_ci", "recall_ci", "bootstrap_samples", "difference")
+
+
+class _Base:
+    """The simulation-only model and its predictions on every real sequence, computed once."""
+
+    def __init__(self, real: SequenceDataset, model: str | Path | None):
+        from rcnnlib.rcnn.model import last_step_proba, load_model
+
+        self.model, self.config, self.card = load_model(model)
+        if tuple(real.class_names) != tuple(self.config.class_names):
+            raise InputError("the real dataset's class names differ from the model's")
+        self.path = str(model or "pretrained")
+        self.inputs, self.proba = predict_sequences(self.model, self.config, real)
+        self.last = last_step_proba(self.proba, self.inputs.step_mask)
 
 
 def evaluate_on_real(
@@ -82,92 +235,133 @@ def evaluate_on_real(
     seed: int = 0,
     finetune_config: Any = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Scores of the simulation-only and fine-tuned RCNN on ``real``; the ``rcnnlib evaluate --json`` schema.
+) -> Evaluation:
+    """Scores of the simulation-only and fine-tuned RCNN on ``real`` (the ``rcnnlib evaluate --json`` schema).
 
     ``model`` is a saved model folder (the shipped pretrained model by default).
     ``finetune_per_class=0`` skips fine-tuning.
     """
-    from rcnnlib.rcnn.model import blend_proba, last_step_proba, load_model, predict_proba
-    from rcnnlib.rcnn.train import FineTuneConfig, fine_tune
-
     if finetune_per_class:  # refuses a draw that leaves a class untested before any work
         few_shot_draws(real.labels, finetune_per_class, repeats, seed)
-    base, config, card = load_model(model)
-    if tuple(real.class_names) != tuple(config.class_names):
-        raise InputError("the real dataset's class names differ from the model's")
+    return _evaluate(real, _Base(real, model), finetune_per_class, repeats, seed, finetune_config, progress)
+
+
+def learning_curve(
+    real: SequenceDataset,
+    model: str | Path | None = None,
+    per_class: Sequence[int] = (0, 1, 2, 5, 10, 20),
+    repeats: int = 5,
+    seed: int = 0,
+    finetune_config: Any = None,
+    progress: bool = True,
+) -> list[Evaluation]:
+    """:func:`evaluate_on_real` for each number of real sequences per class in ``per_class``.
+
+    The model loads and predicts once. Each value draws with :func:`few_shot_draws`
+    (``n``, ``repeats``, ``seed``), so the point at ``n`` is ``rcnnlib evaluate
+    --finetune-per-class n`` and is tested on the draws ``rcnnlib baseline
+    --augment-per-class n`` uses for the forest.
+    """
+    for n in per_class:  # refuse before any work
+        if n < 0:
+            raise InputError(f"--finetune-per-class must be >= 0, got {n}")
+        if n:
+            few_shot_draws(real.labels, n, repeats, seed)
+    base = _Base(real, model)
+    return [_evaluate(real, base, n, repeats, seed, finetune_config, progress) for n in per_class]
+
+
+def _evaluate(
+    real: SequenceDataset,
+    base: _Base,
+    finetune_per_class: int,
+    repeats: int,
+    seed: int,
+    finetune_config: Any,
+    progress: bool,
+) -> Evaluation:
+    from rcnnlib.rcnn.model import blend_proba, last_step_proba, predict_proba
+    from rcnnlib.rcnn.train import FineTuneConfig, fine_tune
+
+    config, inputs, proba = base.config, base.inputs, base.proba
     names = config.class_names
     classes = [int(c) for c in np.unique(real.labels)]
     present = [names[c] for c in classes]
-    inputs, proba = predict_sequences(base, config, real)
-    predicted = last_step_proba(proba, inputs.step_mask).argmax(-1)
-    result: dict[str, Any] = {
-        "model": {
-            "path": str(model or "pretrained"),
-            "card": {k: card.get(k) for k in ("model", "seed", "training_time_s", "validation")},
+    predicted = base.last.argmax(-1)
+    n_sequences = {names[c]: int((real.labels == c).sum()) for c in classes}
+    common: dict[str, Any] = dict(
+        model={
+            "path": base.path,
+            "card": {k: base.card.get(k) for k in ("model", "seed", "training_time_s", "validation")},
         },
-        "classes": present,
-        "n_sequences": {names[c]: int((real.labels == c).sum()) for c in classes},
-        "sim_only_all": {
-            **_scores(inputs.labels, predicted, names, classes),
-            "confusion": confusion(inputs.labels, predicted, len(names)).tolist(),
-            "early_recall": early_recall(proba, inputs, names, classes),
-        },
-    }
+        classes=present,
+        n_sequences=n_sequences,
+        sim_only_all=Recall.of(inputs.labels, predicted, names, classes),
+        sim_only_confusion=confusion(inputs.labels, predicted, len(names)),
+        sim_only_early_recall=early_recall(proba, inputs, names, classes),
+        sim_only_predicted=predicted,
+        sim_only_proba=base.last,
+    )
     if finetune_per_class == 0:
-        result["sim_only"] = {k: result["sim_only_all"][k] for k in ("macro_recall", "recall")}
-        result["n_test"] = result["n_sequences"]
-        return result
+        return Evaluation(**common, sim_only=common["sim_only_all"], n_test=n_sequences)
 
     finetune_config = finetune_config or FineTuneConfig()
     draws = few_shot_draws(real.labels, finetune_per_class, repeats, seed)
-    sim_runs, tuned_runs, alone_runs = [], [], []
     tuned_confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     tuned_early = []
     tuned_predictions = np.full((repeats, len(real)), -1, dtype=np.int64)
     alone_predictions = np.full((repeats, len(real)), -1, dtype=np.int64)
+    tuned_proba = np.full((repeats, len(real), len(names)), np.nan)
+    alone_proba = np.full((repeats, len(real), len(names)), np.nan)
     tuned = None  # one fine-tuned model, reset to the base weights per draw (one traced graph)
     start = time.perf_counter()
     for draw in _progress(draws, progress):
         test = draw.test
-        sim_runs.append(_scores(inputs.labels[test], predicted[test], names, classes))
         tuned = fine_tune(
-            base, config, real.subset(draw.train), finetune_config, seed=seed * 1000 + draw.repeat, into=tuned
+            base.model,
+            config,
+            real.subset(draw.train),
+            finetune_config,
+            seed=seed * 1000 + draw.repeat,
+            into=tuned,
         )
         test_inputs = _take(inputs, test)
         alone = predict_proba(tuned, test_inputs.x, test_inputs.step_mask)
-        alone_predictions[draw.repeat, test] = last_step_proba(alone, test_inputs.step_mask).argmax(-1)
-        alone_runs.append(_scores(test_inputs.labels, alone_predictions[draw.repeat, test], names, classes))
+        alone_proba[draw.repeat, test] = last_step_proba(alone, test_inputs.step_mask)
+        alone_predictions[draw.repeat, test] = alone_proba[draw.repeat, test].argmax(-1)
         p = blend_proba(alone, proba[test], finetune_config.base_weight)
-        pred = last_step_proba(p, test_inputs.step_mask).argmax(-1)
+        tuned_proba[draw.repeat, test] = last_step_proba(p, test_inputs.step_mask)
+        pred = tuned_proba[draw.repeat, test].argmax(-1)
         tuned_predictions[draw.repeat, test] = pred
-        tuned_runs.append(_scores(test_inputs.labels, pred, names, classes))
         tuned_confusion += confusion(test_inputs.labels, pred, len(names))
         tuned_early.append(early_recall(p, test_inputs, names, classes))
+    seconds = round((time.perf_counter() - start) / repeats, 1)
     # 95 % intervals from the luck of the test objects (same resamples for every method: paired)
+    labels = inputs.labels
     sim_predictions = np.tile(predicted, (repeats, 1))
-    result["sim_only_all"]["predicted"] = predicted.tolist()
-    result["sim_only"] = {
-        **_mean_std(sim_runs, present),
-        **bootstrap_recall(inputs.labels, sim_predictions, draws, names, classes, seed=seed),
-    }
-    result["fine_tuned"] = {
-        **_mean_std(tuned_runs, present),
-        "confusion": tuned_confusion.tolist(),
-        "early_recall": {n: np.mean([e[n] for e in tuned_early], axis=0).tolist() for n in present},
-        "predictions": tuned_predictions.tolist(),
+    sim_proba = np.broadcast_to(base.last, (repeats, *base.last.shape))
+    temperatures = fit_draw_temperatures(labels, sim_proba, draws)
+    return Evaluation(
+        **common,
+        sim_only=score_draws(labels, sim_predictions, draws, names, classes, seed=seed),
         # "difference": fine-tuned minus simulation-only, on the same resamples of the same test sets
-        **bootstrap_recall(inputs.labels, tuned_predictions, draws, names, classes, sim_predictions, seed),
-        "seconds_per_repeat": round((time.perf_counter() - start) / repeats, 1),
-        "config": {k: v for k, v in vars(finetune_config).items() if k != "augmentation"},
-    }
-    result["fine_tuned_alone"] = {
-        **_mean_std(alone_runs, present),
-        **bootstrap_recall(inputs.labels, alone_predictions, draws, names, classes, seed=seed),
-    }
-    result["n_test"] = {names[c]: int((real.labels[draws[0].test] == c).sum()) for c in classes}
-    result["protocol"] = {"finetune_per_class": finetune_per_class, "repeats": repeats, "seed": seed}
-    return result
+        fine_tuned=score_draws(labels, tuned_predictions, draws, names, classes, sim_predictions, seed),
+        fine_tuned_alone=score_draws(labels, alone_predictions, draws, names, classes, seed=seed),
+        fine_tuned_confusion=tuned_confusion,
+        fine_tuned_early_recall={n: np.mean([e[n] for e in tuned_early], axis=0).tolist() for n in present},
+        fine_tuned_predictions=tuned_predictions,
+        seconds_per_repeat=seconds,
+        finetune_config={k: v for k, v in vars(finetune_config).items() if k != "augmentation"},
+        n_test={names[c]: int((real.labels[draws[0].test] == c).sum()) for c in classes},
+        protocol=FewShotProtocol(finetune_per_class, repeats, seed),
+        calibration={
+            "sim_only": calibration_on_draws(labels, sim_proba, draws),
+            "sim_only_scaled": calibration_on_draws(labels, sim_proba, draws, temperatures),
+            "fine_tuned": calibration_on_draws(labels, tuned_proba, draws),
+            "fine_tuned_alone": calibration_on_draws(labels, alone_proba, draws),
+        },
+        fine_tuned_proba=tuned_proba,
+    )
 
 
 def _take(inputs: ModelInput, index: np.ndarray) -> ModelInput:
@@ -189,31 +383,54 @@ def _progress(items: list, enabled: bool):
     return tqdm(items, desc="fine-tuning draws", unit="draw", file=sys.stderr)
 
 
-def recall_table(result: dict[str, Any]) -> str:
+def recall_table(result: Evaluation) -> str:
     """Plain-text table of per-class and macro recall: simulation-only, fine-tuned (blended), tuned alone."""
-    classes = result["classes"]
-    tuned, alone = result.get("fine_tuned"), result.get("fine_tuned_alone")
+    tuned, alone = result.fine_tuned, result.fine_tuned_alone
     header = f"{'class':<8}{'n_test':>8}{'sim-only':>12}"
     if tuned:
         header += f"{'fine-tuned':>17}{'tuned alone':>17}" if alone else f"{'fine-tuned':>17}"
     rows = [header]
 
-    def cells(scores: dict | None, key: str, std_key: str, name: str | None) -> str:
+    def cells(scores: DrawSummary | None, name: str | None) -> str:
         if not scores:
             return ""
-        value = scores[key][name] if name else scores[key]
-        std = scores[std_key][name] if name else scores[std_key]
+        value = scores.recall[name] if name else scores.macro_recall
+        std = scores.recall_std[name] if name else scores.macro_recall_std
         return f"{value:>9.3f} ± {std:.3f}"
 
-    for name in classes:
-        line = f"{name:<8}{result['n_test'][name]:>8}{result['sim_only']['recall'][name]:>12.3f}"
-        rows.append(
-            line + cells(tuned, "recall", "recall_std", name) + cells(alone, "recall", "recall_std", name)
-        )
-    line = f"{'macro':<8}{'':>8}{result['sim_only']['macro_recall']:>12.3f}"
-    rows.append(
-        line
-        + cells(tuned, "macro_recall", "macro_recall_std", None)
-        + cells(alone, "macro_recall", "macro_recall_std", None)
-    )
+    for name in result.classes:
+        line = f"{name:<8}{result.n_test[name]:>8}{result.sim_only.recall[name]:>12.3f}"
+        rows.append(line + cells(tuned, name) + cells(alone, name))
+    line = f"{'macro':<8}{'':>8}{result.sim_only.macro_recall:>12.3f}"
+    rows.append(line + cells(tuned, None) + cells(alone, None))
+    return "\n".join(rows)
+
+
+def learning_curve_json(curve: Sequence[Evaluation]) -> dict[str, Any]:
+    """``rcnnlib evaluate`` with several ``--finetune-per-class``: the curve's means, and every evaluation."""
+    names = curve[0].classes
+    points = [e.adapted for e in curve]
+    n = [e.protocol.finetune_per_class if e.protocol else 0 for e in curve]
+    return {
+        "learning_curve": {
+            "finetune_per_class": n,
+            "macro_recall": [p.macro_recall for p in points],
+            "macro_recall_std": [p.macro_recall_std for p in points],
+            "recall": {c: [p.recall[c] for p in points] for c in names},
+            "recall_std": {c: [p.recall_std.get(c, 0.0) for p in points] for c in names},
+        },
+        "evaluations": [e.to_json() for e in curve],
+    }
+
+
+def learning_curve_table(curve: Sequence[Evaluation]) -> str:
+    """Plain-text learning curve: macro and per-class recall (mean ± std over draws) for each value."""
+    names = curve[0].classes
+    rows = [f"{'per class':>9}" + "".join(f"{c:>16}" for c in names) + f"{'macro':>16}"]
+    for e in curve:
+        p = e.adapted
+        n = e.protocol.finetune_per_class if e.protocol else 0
+        cells = [f"{p.recall[c]:.3f} ± {p.recall_std.get(c, 0.0):.3f}" for c in names]
+        cells.append(f"{p.macro_recall:.3f} ± {p.macro_recall_std:.3f}")
+        rows.append(f"{n:>9}" + "".join(f"{c:>16}" for c in cells))
     return "\n".join(rows)

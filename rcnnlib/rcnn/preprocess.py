@@ -42,10 +42,12 @@ in order (``PreprocessConfig`` holds every number):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-import scipy.fft
 
 from rcnnlib.dataset import COLUMN, STAMP_SIZE, SequenceDataset
 from rcnnlib.errors import InputError
@@ -133,30 +135,80 @@ def calibrate(
     config: PreprocessConfig,
     augmentation: Augmentation | None = None,
     rng: np.random.Generator | None = None,
+    scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sky-subtracted flux at the reference zero point of (..., S, S) stamps, and each stamp's noise.
 
     Per epoch only, so the streaming classifier calls it on one stamp and gets
     the numbers the batch path gets. Augmentation (zero-point and sky errors)
     needs ``rng``; shifts and geometry transforms are applied by :func:`prepare`
-    to the epochs inside the window only, which is cheaper.
+    to the epochs inside the window only, which is cheaper. ``scale``: the
+    :func:`flux_scale` of ``conditions`` if already known (one per exposure).
     """
-    sky, noise = ring_mean_sky(stamps)
-    scale = flux_scale(conditions, config)
-    flux = (stamps.astype(np.float32) - sky[..., None, None]) * scale[..., None, None]
-    noise = noise * scale
+    errors = _Draws()
     if augmentation is not None:
-        if rng is None:
-            raise ValueError("augmentation needs a random generator")
-        shape = flux.shape[:-2]
-        if augmentation.zero_point_error:
-            zp_error = rng.normal(0.0, augmentation.zero_point_error, shape).astype(np.float32)
-            flux *= (10.0 ** (-0.4 * zp_error))[..., None, None]
-        if augmentation.sky_error:
-            flux += (rng.normal(0.0, augmentation.sky_error, shape).astype(np.float32) * noise)[
-                ..., None, None
-            ]
+        errors = _Draws.calibration(augmentation, _need(rng), stamps.shape[:-2])
+    if scale is None:
+        scale = flux_scale(conditions, config)
+    return _calibrated(stamps, scale, errors.zero_point, errors.sky)
+
+
+def _calibrated(
+    stamps: np.ndarray,
+    scale: np.ndarray,
+    zero_point_error: np.ndarray | None = None,
+    sky_error: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`calibrate` with its flux scale and random errors known (mag; units of each stamp's noise)."""
+    sky, noise = ring_mean_sky(stamps)
+    flux = np.subtract(stamps, sky[..., None, None], dtype=np.float32)
+    flux *= scale[..., None, None]
+    noise = noise * scale
+    if zero_point_error is not None:
+        flux *= (10.0 ** (-0.4 * zero_point_error))[..., None, None]
+    if sky_error is not None:
+        flux += (sky_error * noise)[..., None, None]
     return flux, noise
+
+
+def filter_matrices(
+    size: int, shift: np.ndarray | None = None, blur_sigma: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(left, right)``, (..., S, S) float32: ``left @ image @ right`` is :func:`fourier_filter`.
+
+    The filter is defined by its transfer function, the product of one factor per
+    axis (a phase ramp for a shift, ``exp(-2 pi^2 sigma^2 f^2)`` for a Gaussian
+    blur), so it is a circular convolution along each axis: a circulant matrix
+    whose column is the inverse DFT of that axis's factor.
+    """
+    freq, cosine, offset = _dft_constants(size)
+    if shift is None:
+        # a Gaussian's gain is real and even: its inverse DFT is a cosine sum, its matrix symmetric
+        if blur_sigma is None:
+            blur_sigma = np.zeros(())
+        gain = np.exp((-2.0 * np.pi**2) * np.square(blur_sigma, dtype=np.float64)[..., None] * freq**2)
+        left = np.take((gain @ cosine).astype(np.float32), offset, axis=-1)  # C-contiguous, unlike [...]
+        return left, left
+    shift = np.asarray(shift, np.float64)
+    gain = np.exp(-2j * np.pi * shift[..., None] * freq)  # (..., 2, S): one phase ramp per axis
+    if blur_sigma is not None:
+        gain *= np.exp((-2.0 * np.pi**2) * np.square(blur_sigma, dtype=np.float64)[..., None, None] * freq**2)
+    kernels = np.fft.ifft(gain).real.astype(np.float32)
+    return np.take(kernels[..., 0, :], offset, axis=-1), np.take(kernels[..., 1, :], offset.T, axis=-1)
+
+
+@functools.cache
+def _dft_constants(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DFT frequencies, the matrix taking an even gain to its inverse DFT, and circulant offsets.
+
+    ``offset[i, j] = (i - j) mod size``, so ``kernel[..., offset]`` is the matrix of the
+    circular convolution with ``kernel``.
+    """
+    freq = np.fft.fftfreq(size)
+    n = np.arange(size)
+    cosine = np.cos(2.0 * np.pi * np.outer(freq, n)) / size
+    offset = (n[:, None] - n[None, :]) % size
+    return freq, cosine, offset
 
 
 def fourier_filter(
@@ -164,27 +216,17 @@ def fourier_filter(
 ) -> np.ndarray:
     """Shift each (..., S, S) image by ``shift[..., (dy, dx)]`` pixels and/or blur it with a Gaussian.
 
-    One FFT for both (band-limited interpolation; periodic boundary, which only
-    mixes sky noise across opposite edges of a sky-subtracted stamp). The 2-D
-    transfer function is the outer product of two 1-D ones: 32 exponentials per
-    image, not 231.
+    Band-limited interpolation and a Gaussian transfer function, periodic
+    boundary (which only mixes sky noise across opposite edges of a
+    sky-subtracted stamp). Applied as two 21x21 matrix products
+    (:func:`filter_matrices`), the same linear map as multiplying the FFT by the
+    transfer function, and about 3x faster for stamps this small (profiled).
     """
-    size = images.shape[-1]
-    fy = np.fft.fftfreq(size).astype(np.float32)
-    fx = np.fft.rfftfreq(size).astype(np.float32)
-    lead = images.shape[:-2]
-    gy = np.ones((*lead, fy.size), np.complex64)
-    gx = np.ones((*lead, fx.size), np.complex64)
-    if shift is not None:
-        shift = shift.astype(np.float32)
-        gy = gy * np.exp(np.complex64(-2j * np.pi) * shift[..., 0, None] * fy)
-        gx = gx * np.exp(np.complex64(-2j * np.pi) * shift[..., 1, None] * fx)
-    if blur_sigma is not None:
-        var = (2.0 * np.pi**2 * np.asarray(blur_sigma, np.float32) ** 2)[..., None]
-        gy = gy * np.exp(-var * fy**2)
-        gx = gx * np.exp(-var * fx**2)
-    transfer = gy[..., :, None] * gx[..., None, :]
-    return scipy.fft.irfft2(scipy.fft.rfft2(images) * transfer, s=images.shape[-2:]).astype(np.float32)
+    images = np.asarray(images, dtype=np.float32)
+    if shift is None and blur_sigma is None:
+        return images.copy()
+    left, right = filter_matrices(images.shape[-1], shift, blur_sigma)
+    return np.matmul(np.matmul(left, images), right)
 
 
 def fourier_shift(images: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -202,9 +244,10 @@ def matching_sigma(seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray |
     if config.psf_match_seeing is None:
         return None
     to_sigma = 1.0 / (PIXEL_SCALE * 2.3548)
-    target = config.psf_match_seeing * to_sigma
-    own = np.clip(np.nan_to_num(seeing, nan=config.psf_match_seeing), 0.0, config.psf_match_seeing) * to_sigma
-    return np.sqrt(np.maximum(target**2 - own**2, 0.0)).astype(np.float32)
+    target = config.psf_match_seeing
+    seeing = np.asarray(seeing)
+    own = np.minimum(np.maximum(np.where(np.isnan(seeing), target, seeing), 0.0), target) * to_sigma
+    return np.sqrt(np.maximum((target * to_sigma) ** 2 - own**2, 0.0)).astype(np.float32)
 
 
 def match_psf(flux: np.ndarray, seeing: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -213,9 +256,35 @@ def match_psf(flux: np.ndarray, seeing: np.ndarray, config: PreprocessConfig) ->
     return flux if sigma is None else fourier_filter(flux, blur_sigma=sigma)
 
 
+def asinh(x: np.ndarray) -> np.ndarray:
+    """float32 ``arcsinh`` as ``log(|x| + sqrt(x^2 + 1))`` with the sign of ``x``.
+
+    numpy's float32 ``arcsinh`` (and ``hypot``, ``log1p``) have no vectorised loop;
+    ``log`` and ``sqrt`` do, which makes this ~9x faster (measured). It agrees
+    with ``arcsinh`` to ~2e-7 (absolute below 1, relative above).
+    """
+    x = np.asarray(x)
+    if x.ndim == 0:  # ufuncs return scalars there, which cannot be updated in place
+        return asinh(x[None])[0]
+    magnitude = np.abs(x)
+    if magnitude.size and magnitude.max() > np.float32(1e18):  # x^2 would overflow (beyond ~1.8e19)
+        huge = magnitude > np.float32(1e18)
+        out = asinh(np.where(huge, np.float32(0.0), magnitude))
+        out[huge] = np.log(magnitude[huge]) + np.float32(np.log(2.0))  # asinh(x) = log(2 |x|) there
+        return np.copysign(out, x, out=out)
+    out = np.multiply(magnitude, magnitude)
+    out += np.float32(1.0)
+    np.sqrt(out, out=out)
+    out += magnitude
+    np.log(out, out=out)
+    return np.copysign(out, x, out=out)
+
+
 def normalise(flux: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """The network's pixel scale: linear near the noise, logarithmic for bright sources."""
-    return (np.arcsinh(flux / np.float32(config.softening)) * np.float32(config.scale)).astype(np.float32)
+    out = asinh(np.divide(flux, np.float32(config.softening), dtype=np.float32))
+    out *= np.float32(config.scale)
+    return out
 
 
 def reference_level(reference: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -229,29 +298,46 @@ def relative_change(
     flux: np.ndarray, reference: np.ndarray, level: np.ndarray, config: PreprocessConfig
 ) -> np.ndarray:
     """asinh-stretched ``(flux - reference) / level`` of (..., S, S) stamps; ``level`` is (...)."""
-    ratio = (flux - reference) / (level[..., None, None] * np.float32(config.relative_scale))
-    return np.arcsinh(ratio).astype(np.float32)
+    ratio = np.subtract(flux, reference, dtype=np.float32)
+    ratio /= (level * np.float32(config.relative_scale))[..., None, None]
+    return asinh(ratio)
+
+
+def detection_profile(seeing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-D Gaussian (..., S) whose outer product with itself is the unit-sum PSF of FWHM ``seeing``, and
+    that PSF's sum of squares (...)."""
+    centre = (STAMP_SIZE - 1) / 2
+    sigma_px = np.clip(seeing, 0.5, 5.0).astype(np.float32) / np.float32(PIXEL_SCALE * 2.3548)
+    offset2 = ((np.arange(STAMP_SIZE) - centre) ** 2).astype(np.float32)
+    profile = np.exp(np.float32(-0.5) * offset2 / sigma_px[..., None] ** 2)
+    profile /= profile.sum(axis=-1, keepdims=True)
+    return profile, (profile**2).sum(axis=-1) ** 2
 
 
 def detection_flux(flux: np.ndarray, noise: np.ndarray, seeing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """PSF-weighted (Gaussian, each epoch's seeing) flux at the stamp centre and its error, (...)."""
-    centre = (STAMP_SIZE - 1) / 2
-    yy, xx = np.mgrid[0:STAMP_SIZE, 0:STAMP_SIZE]
-    r2 = ((yy - centre) ** 2 + (xx - centre) ** 2).astype(np.float32)
-    sigma_px = np.clip(seeing, 0.5, 5.0) / PIXEL_SCALE / 2.3548
-    psf = np.exp(-0.5 * r2 / (sigma_px[..., None, None] ** 2)).astype(np.float32)
-    psf /= psf.sum(axis=(-2, -1), keepdims=True)
-    norm = (psf**2).sum(axis=(-2, -1))
-    value = (psf * flux).sum(axis=(-2, -1)) / norm
-    return value, noise / np.sqrt(norm)
+    """PSF-weighted (Gaussian, each epoch's seeing) flux at the stamp centre and its error, (...).
+
+    The Gaussian PSF is separable, so the weighted sum is ``p @ flux @ p`` with
+    the 1-D profile ``p``: 42 multiplications a row instead of an image of exponentials.
+    """
+    profile, norm = detection_profile(seeing)
+    weighted = (np.matmul(flux.astype(np.float32, copy=False), profile[..., None])[..., 0] * profile).sum(-1)
+    return weighted / norm, noise / np.sqrt(norm)
 
 
 # --------------------------------------------------------------------------- per sequence
+def good_epochs(
+    stamps: np.ndarray, conditions: np.ndarray, mask: np.ndarray, config: PreprocessConfig
+) -> np.ndarray:
+    """Epochs kept: observed, seeing below the cut, finite conditions and pixels."""
+    seeing = conditions[..., COLUMN["seeing"]]
+    good = mask & (seeing < config.max_seeing) & np.isfinite(conditions).all(-1)
+    return good & np.isfinite(stamps).all(axis=(-2, -1))
+
+
 def quality_mask(ds: SequenceDataset, config: PreprocessConfig) -> np.ndarray:
     """Epochs kept: observed, seeing below the cut, finite conditions and pixels."""
-    seeing = ds.conditions[..., COLUMN["seeing"]]
-    good = ds.mask & (seeing < config.max_seeing) & np.isfinite(ds.conditions).all(-1)
-    return good & np.isfinite(ds.stamps).all(axis=(-2, -1))
+    return good_epochs(ds.stamps, ds.conditions, ds.mask, config)
 
 
 def detection_start(
@@ -277,80 +363,174 @@ def detection_start(
     return np.minimum(start, last_start).astype(np.int64)
 
 
+@dataclass
+class _Draws:
+    """The random numbers of one augmentation, drawn for the whole batch in a fixed order."""
+
+    zero_point: np.ndarray | None = None  # (N, T) mag, per compacted epoch
+    sky: np.ndarray | None = None  # (N, T) units of each epoch's noise
+    shift: np.ndarray | None = None  # (N, n_epochs, 2) pixels, per window epoch
+    dihedral: np.ndarray | None = None  # (N,) code 0-7
+
+    @classmethod
+    def calibration(cls, augmentation: Augmentation, rng: np.random.Generator, shape: tuple) -> _Draws:
+        draws = cls()
+        if augmentation.zero_point_error:
+            draws.zero_point = rng.normal(0.0, augmentation.zero_point_error, shape).astype(np.float32)
+        if augmentation.sky_error:
+            draws.sky = rng.normal(0.0, augmentation.sky_error, shape).astype(np.float32)
+        return draws
+
+    @classmethod
+    def batch(
+        cls, augmentation: Augmentation | None, rng: np.random.Generator | None, n: int, t: int, n_epochs: int
+    ) -> _Draws:
+        if augmentation is None:
+            return cls()
+        rng = _need(rng)
+        draws = cls.calibration(augmentation, rng, (n, t))
+        if augmentation.shift_px:
+            draws.shift = rng.normal(0.0, augmentation.shift_px, (n, n_epochs, 2))
+        if augmentation.rotate_flip:
+            draws.dihedral = rng.integers(8, size=n)
+        return draws
+
+    def rows(self, lo: int, hi: int) -> _Draws:
+        """The draws of sequences ``lo:hi``."""
+        return _Draws(*(None if (a := getattr(self, f.name)) is None else a[lo:hi] for f in fields(self)))
+
+
+def _need(rng: np.random.Generator | None) -> np.random.Generator:
+    if rng is None:
+        raise ValueError("augmentation needs a random generator")
+    return rng
+
+
+BLOCK = 32
+"""Sequences prepared together: every intermediate array of a block stays in the CPU cache."""
+
+
 def prepare(
     ds: SequenceDataset,
     config: PreprocessConfig | None = None,
     augmentation: Augmentation | None = None,
     rng: np.random.Generator | None = None,
 ) -> ModelInput:
-    """The network input of every sequence of ``ds``; see the module docstring for the steps."""
+    """The network input of every sequence of ``ds``; see the module docstring for the steps.
+
+    Sequences are independent, so they are prepared in blocks of :data:`BLOCK`
+    on all CPU cores (numpy releases the GIL): each block's intermediate arrays
+    fit in the cache, and only the network input goes to memory.
+    """
     config = config or PreprocessConfig()
     n, t = ds.mask.shape
     if n == 0:
         raise InputError("no sequences to prepare")
-    good = quality_mask(ds, config)
+    draws = _Draws.batch(augmentation, rng, n, t, config.n_epochs)
+    steps = config.n_steps
+    out = ModelInput(
+        x=np.empty((n, steps, STAMP_SIZE, STAMP_SIZE, config.channels), np.float32),
+        step_mask=np.empty((n, steps), bool),
+        labels=ds.labels.astype(np.int64),
+        last_epoch=np.empty((n, steps), np.int64),
+        n_good_epochs=np.empty(n, np.int64),
+    )
+
+    def block(lo: int) -> None:
+        hi = min(lo + BLOCK, n)
+        _prepare_block(
+            ds.stamps[lo:hi], ds.conditions[lo:hi], ds.mask[lo:hi], config, draws.rows(lo, hi), out, lo
+        )
+
+    starts = range(0, n, BLOCK)
+    workers = min(
+        len(starts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    if workers <= 1:
+        for lo in starts:
+            block(lo)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(block, starts))
+    return out
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one): :func:`prepare`'s threads."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _prepare_block(
+    stamps: np.ndarray,
+    conditions: np.ndarray,
+    mask: np.ndarray,
+    config: PreprocessConfig,
+    draws: _Draws,
+    out: ModelInput,
+    lo: int,
+) -> None:
+    """:func:`prepare` for the sequences ``lo:lo + len(mask)``, written into ``out``."""
+    n, t = mask.shape
+    good = good_epochs(stamps, conditions, mask, config)
     # compact: good epochs first, in time order (stable sort on "bad")
     order = np.argsort(~good, axis=1, kind="stable")
+    rows = np.arange(n)[
+        :, None
+    ]  # with an (n, m) epoch index: fancy indexing, ~30x faster than take_along_axis
     if (order == np.arange(t)).all():  # nothing to move (typical of simulations): skip the copies
-        good_c, stamps, conditions = good, ds.stamps, ds.conditions
+        good_c = good
     else:
-        good_c = np.take_along_axis(good, order, axis=1)
-        stamps = np.take_along_axis(ds.stamps, order[..., None, None], axis=1)
-        conditions = np.take_along_axis(ds.conditions, order[..., None], axis=1)
-    flux, noise = calibrate(stamps, conditions, config, augmentation, rng)
+        good_c, stamps, conditions = good[rows, order], stamps[rows, order], conditions[rows, order]
+    flux, noise = _calibrated(stamps, flux_scale(conditions, config), draws.zero_point, draws.sky)
     flux[~good_c] = 0.0
-    start = detection_start(flux, noise, conditions[..., COLUMN["seeing"]], good_c, config)
+    seeing = conditions[..., COLUMN["seeing"]]
+    start = detection_start(flux, noise, seeing, good_c, config)
 
-    k = config.epochs_per_step
-    window = start[:, None] + np.arange(config.n_epochs)[None, :]  # (N, n_epochs)
+    k, steps = config.epochs_per_step, config.n_steps
+    window = start[:, None] + np.arange(config.n_epochs)[None, :]  # (n, n_epochs)
     inside = window < t
     window = np.minimum(window, t - 1)
-    epoch_ok = np.take_along_axis(good_c, window, axis=1) & inside
-    pixels = np.take_along_axis(flux, window[..., None, None], axis=1)
-    shift = None
-    if augmentation is not None and augmentation.shift_px:
-        shift = rng.normal(0.0, augmentation.shift_px, (*pixels.shape[:2], 2))
-    blur = matching_sigma(np.take_along_axis(conditions[..., COLUMN["seeing"]], window, axis=1), config)
-    if shift is not None or blur is not None:
-        pixels = fourier_filter(pixels, shift=shift, blur_sigma=blur)
+    epoch_ok = good_c[rows, window] & inside
+    pixels = flux[rows, window]
+    blur = matching_sigma(seeing[rows, window], config)
+    if draws.shift is not None or blur is not None:
+        pixels = fourier_filter(pixels, shift=draws.shift, blur_sigma=blur)
     views = [normalise(pixels, config)]
     if config.difference_channels:
         reference = pixels[:, :1]
         views.append(relative_change(pixels, reference, reference_level(reference, config), config))
-    pixels = np.concatenate(views, axis=1)  # (N, views * n_epochs, S, S): one geometry for all views
-    pixels[~np.tile(epoch_ok, len(views))] = 0.0
-    if augmentation is not None and augmentation.rotate_flip:
-        pixels = random_dihedral(pixels, rng)
-    steps, e = config.n_steps, config.n_epochs
-    x = np.stack(
-        [pixels[:, v * e + j : v * e + j + steps] for v in range(len(views)) for j in range(k)], axis=-1
-    )
+    for view in views:
+        view[~epoch_ok] = 0.0
+        if draws.dihedral is not None:
+            view[:] = dihedral(view, draws.dihedral)
     step_mask = np.stack([epoch_ok[:, j : j + steps] for j in range(k)], axis=-1).all(-1)
+    x = out.x[lo : lo + n]
+    for v, view in enumerate(views):  # channels: the k stamps of each view, view after view
+        for j in range(k):
+            x[..., v * k + j] = view[:, j : j + steps]
     x[~step_mask] = 0.0
-    source_epoch = np.take_along_axis(order, window, axis=1)[:, k - 1 : k - 1 + steps]
-    last_epoch = np.where(step_mask, source_epoch, -1)
-    return ModelInput(
-        x=np.ascontiguousarray(x, dtype=np.float32),
-        step_mask=step_mask,
-        labels=ds.labels.astype(np.int64),
-        last_epoch=last_epoch,
-        n_good_epochs=good.sum(1),
-    )
+    source_epoch = order[rows, window][:, k - 1 : k - 1 + steps]
+    out.step_mask[lo : lo + n] = step_mask
+    out.last_epoch[lo : lo + n] = np.where(step_mask, source_epoch, -1)
+    out.n_good_epochs[lo : lo + n] = good.sum(1)
+
+
+def dihedral(pixels: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Rotation/reflection ``code[i]`` (0-7: ``code & 3`` quarter turns after a transpose if ``code & 4``)
+    of each sequence (N, T, S, S)."""
+    out = np.empty_like(pixels)
+    for c in range(8):  # 8 vectorised groups, not a loop over sequences
+        sel = code == c
+        block = pixels[sel]
+        if c & 4:
+            block = block.swapaxes(-1, -2)
+        out[sel] = np.rot90(block, k=c & 3, axes=(-2, -1))
+    return out
 
 
 def random_dihedral(pixels: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
     """Apply one of the 8 rotations/reflections of the square to each sequence (N, T, S, S)."""
-    if rng is None:
-        raise ValueError("augmentation needs a random generator")
-    op = rng.integers(8, size=pixels.shape[0])
-    out = np.empty_like(pixels)
-    for code in range(8):  # 8 vectorised groups, not a loop over sequences
-        sel = op == code
-        block = pixels[sel]
-        if code & 4:
-            block = block.swapaxes(-1, -2)
-        out[sel] = np.rot90(block, k=code & 3, axes=(-2, -1))
-    return out
+    return dihedral(pixels, _need(rng).integers(8, size=(int(pixels.shape[0]),)))
 
 
 def psf_matching_scatter(ds: SequenceDataset, config: PreprocessConfig) -> dict[str, np.ndarray]:

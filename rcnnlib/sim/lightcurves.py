@@ -184,7 +184,7 @@ def _pulsator(
     in the sine convention of Simon & Teays (1982) / Jurcsik & Kovács (1996).
     Returns (magnitudes (n, T), random phase offset in [0, 1)).
     """
-    n = mjd.shape[0]
+    n = int(mjd.shape[0])
     amps = np.concatenate([np.ones((n, 1)), ratios], axis=1)
     k = np.arange(2, ratios.shape[1] + 2)
     phi1 = np.pi  # puts maximum light near phase 0
@@ -208,7 +208,7 @@ def _rrl(mjd: np.ndarray, limit: np.ndarray, rng: np.random.Generator, alpha: fl
     Amplitudes scaled by :data:`RRL_AMPLITUDE_SCALE` to HiTS g, a small extra scatter
     (:data:`RRL_SCATTER`; see there why not the authors' recipe).
     """
-    n = mjd.shape[0]
+    n = int(mjd.shape[0])
     is_ab = rng.random(n) < 0.78
     period = np.where(
         is_ab,
@@ -253,7 +253,7 @@ def _cep(mjd: np.ndarray, limit: np.ndarray, rng: np.random.Generator, alpha: fl
     decompositions of Simon & Lee (1981, ApJ 248, 291); the Hertzsprung progression
     near 10 d is not modelled.
     """
-    n = mjd.shape[0]
+    n = int(mjd.shape[0])
     period = np.exp(rng.uniform(np.log(2.0), np.log(60.0), n))
     amplitude = rng.uniform(0.3, 1.0, n)
     ratios = np.column_stack([rng.normal(0.40, 0.08, n), rng.normal(0.20, 0.06, n)]).clip(0.0, None)
@@ -568,7 +568,7 @@ def _nv(mjd: np.ndarray, limit: np.ndarray, rng: np.random.Generator, alpha: flo
 
 def _ast(mjd: np.ndarray, limit: np.ndarray, rng: np.random.Generator, alpha: float = ALPHA) -> LightCurves:
     """Asteroid: a source in exactly one random epoch (it moves off the stamp between epochs)."""
-    n, t = mjd.shape
+    n, t = (int(d) for d in mjd.shape)
     mean_mag = sample_mean_magnitudes(n, faint_bound(limit), rng, alpha=alpha)
     epoch = rng.integers(0, t, n)
     mag = np.full((n, t), np.inf)
@@ -578,7 +578,7 @@ def _ast(mjd: np.ndarray, limit: np.ndarray, rng: np.random.Generator, alpha: fl
 
 def _empty(mjd: np.ndarray, limit: np.ndarray, rng: np.random.Generator, alpha: float = ALPHA) -> LightCurves:
     """No source at all (only a host galaxy is rendered); ``alpha`` is accepted for a uniform signature."""
-    n = mjd.shape[0]
+    n = int(mjd.shape[0])
     return LightCurves(np.full(mjd.shape, np.inf), {"mean_mag": np.full(n, np.inf)})
 
 
@@ -600,7 +600,7 @@ def _rejection_sample(
 ) -> LightCurves:
     """Draw candidates for all still-missing objects at once, oversampled by the running
     acceptance rate, and keep the first accepted candidate of each object."""
-    n = mjd.shape[0]
+    n = int(mjd.shape[0])
     pending = np.arange(n)
     chosen: list[tuple[np.ndarray, LightCurves]] = []
     accept_rate = 0.25

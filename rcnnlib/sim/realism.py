@@ -583,7 +583,9 @@ def noise_ratio_at_sky(
     lo = max(r["sky"].min(), s["sky"].min())
     hi = min(r["sky"].max(), s["sky"].max())
     r_in = r[(r["sky"] >= lo) & (r["sky"] <= hi)]
-    edges = np.unique(np.quantile(r_in["sky"], np.linspace(0.0, 1.0, n_bins + 1))) if len(r_in) else []
+    edges: Sequence[float] = (
+        np.unique(np.quantile(r_in["sky"], np.linspace(0.0, 1.0, n_bins + 1))).tolist() if len(r_in) else []
+    )
     rows = []
     for a, b in itertools.pairwise(edges):
         last = b == edges[-1]
