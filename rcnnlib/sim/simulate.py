@@ -323,11 +323,7 @@ def _run_with_progress(
     survey_name: str,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    """Manifest entries of every task, with a progress bar.
-
-    The bar starts after the workers: its monitor thread would make forking them
-    unsafe (:func:`_start_method`).
-    """
+    """Manifest entries of every task, with a progress bar."""
     entries = []
     total = sum(t.n for t in tasks)
     desc = f"simulate {survey_name}"
@@ -408,9 +404,12 @@ def _start_method() -> str:
     threads (a lock one of them holds would stay locked in the child): the command line
     and scripts qualify; a Jupyter kernel or a process that has started TensorFlow's
     thread pools gets ``forkserver``. macOS system libraries are not fork-safe.
+    tqdm's monitor thread, alive once any bar was made, does not count: it only
+    looks at the bars, which a worker never touches.
     """
     methods = multiprocessing.get_all_start_methods()
-    if sys.platform == "linux" and threading.active_count() == 1 and "fork" in methods:
+    others = [t for t in threading.enumerate() if t not in (threading.current_thread(), tqdm.monitor)]
+    if sys.platform == "linux" and not others and "fork" in methods:
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 
