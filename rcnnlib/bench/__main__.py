@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m rcnnlib.bench {simulate,rcnn,baseline} [options]``.
+"""Benchmarks: ``python -m rcnnlib.bench {simulate,rcnn,train,baseline} [options]``.
 
 Prints figures (sequences per second, peak memory); asserts nothing. Timings
 are medians over repeats, all measured in one run, because this machine's
@@ -170,7 +170,7 @@ def bench_simulate(
     print(f"  peak RSS: main process {own:,.0f} MB, largest worker {child:,.0f} MB")
 
 
-EXTRA_BENCHMARKS = ("rcnn", "baseline")
+EXTRA_BENCHMARKS = ("rcnn", "baseline", "train")
 
 
 def main(argv: list[str] | None = None) -> None:
