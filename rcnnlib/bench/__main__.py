@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         if importlib.util.find_spec(f"rcnnlib.bench.{name}") is not None:
             importlib.import_module(f"rcnnlib.bench.{name}").add_parser(sub)
     args = parser.parse_args(argv)
-    print(describe(tensorflow=args.what == "rcnn"))
+    print(describe(tensorflow=args.what in ("rcnn", "train")))
     args.func(args)
 
 

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> None:
 
     from rcnnlib.rcnn.model import ModelConfig, build_model
     from rcnnlib.rcnn.train import TrainConfig, epoch_batches, plan_blocks, training_dataset
-    from rcnnlib.shards import open_sequences
+    from rcnnlib.shards import ShardedDataset
     from rcnnlib.sim.simulate import simulate_to_disk
     from rcnnlib.sim.survey import Survey
 
@@ -42,14 +42,13 @@ def run(args: argparse.Namespace) -> None:
         simulate_to_disk(
             survey, tmp / "sims", args.n_per_class, seed=0, fields=survey.fields[:1], progress=False
         )
-        blocks = plan_blocks(open_sequences(tmp / "sims"), TrainConfig().block_size)
+        blocks = plan_blocks(ShardedDataset(tmp / "sims"), TrainConfig().block_size)
         model_config, train_config = ModelConfig(), TrainConfig(seed=0)
         keras.utils.set_random_seed(0)
         model = build_model(model_config)
         data, n_batches = training_dataset(blocks, train_config, model_config)
         n = n_batches * train_config.batch_size
-        device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-        print(f"train: {n:,} sequences an epoch, batch {train_config.batch_size}, on {device}")
+        print(f"train: {n:,} sequences an epoch, batch {train_config.batch_size}")
         model.fit(data.take(2), epochs=1, verbose=0)  # build and trace
         batches = list(epoch_batches(blocks, train_config, model_config, epoch=0))
         in_memory = tf.data.Dataset.from_tensor_slices(

@@ -140,7 +140,7 @@ def epoch_batches(
     for lo in range(0, len(order), config.mix_blocks):
         pool = read_blocks([blocks[i] for i in order[lo : lo + config.mix_blocks]])
         x, y, w = targets(prepare(pool, model_config.preprocess, config.augmentation, rng))
-        arrays = (x["x"], x["step_mask"], y, w)
+        arrays: tuple[np.ndarray, ...] = (x["x"], x["step_mask"], y, w)
         if carry is not None:
             arrays = tuple(np.concatenate([a, b]) for a, b in zip(carry, arrays, strict=True))
         perm = rng.permutation(len(arrays[2]))

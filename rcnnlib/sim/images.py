@@ -220,7 +220,8 @@ def _epoch_offset_table(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     if not table.exists():
         return None
     df = pd.read_csv(table, comment="#")
-    return tuple(df[c].to_numpy(float) for c in ("seeing", "offset", "scatter"))  # type: ignore[return-value]
+    seeing, offset, scatter = (df[c].to_numpy(float) for c in ("seeing", "offset", "scatter"))
+    return seeing, offset, scatter
 
 
 def epoch_mag_offsets(seeing: np.ndarray, rng: np.random.Generator, path: str | None = None) -> np.ndarray:

@@ -25,7 +25,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
@@ -89,7 +89,7 @@ def plan_shards(
     survey: Survey,
     n_per_class: int,
     classes: tuple[str, ...] = CLASS_NAMES,
-    fields: list[str] | None = None,
+    fields: Sequence[str] | None = None,
     shard_size: int = 2500,
 ) -> list[ShardTask]:
     """Cut the job into independent tasks: ``n_per_class`` sequences per class per field."""
@@ -105,7 +105,7 @@ def plan_shards(
     unknown = sorted(set(fields) - set(available))
     if unknown:
         raise InputError(f"survey {survey.name!r} has no field(s) {', '.join(unknown)}")
-    tasks = []
+    tasks: list[ShardTask] = []
     for field_name in fields:
         survey.usable_epochs(field_name)  # fails early when a field has no usable epoch
         for class_name in classes:
@@ -260,7 +260,7 @@ def simulate_to_disk(
     workers: int = 1,
     scheduler: str | None = None,
     classes: tuple[str, ...] = CLASS_NAMES,
-    fields: list[str] | None = None,
+    fields: Sequence[str] | None = None,
     shard_size: int = 2500,
     overwrite: bool = False,
     progress: bool = True,
