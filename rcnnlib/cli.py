@@ -194,7 +194,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-per-class", type=int, required=True, help="sequences per class per field")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder (shards + manifest.json)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (Dask when > 1)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     p.add_argument("--classes", nargs="+", default=list(CLASS_NAMES), metavar="CLASS")
     p.add_argument("--fields", nargs="+", default=None, metavar="FIELD", help="restrict to these fields")
@@ -217,7 +217,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 def _simulate(args: argparse.Namespace) -> int:
     import time
 
-    if args.workers > 1 or args.scheduler:
+    if args.scheduler:
         _needs_extra("dask", "dask", "distributed")
 
     from rcnnlib.sim.simulate import simulate_to_disk

@@ -265,7 +265,7 @@ def sweep_stale_partials(final: Path) -> list[Path]:
     manifest are removed: never anything this package did not create. Returns them.
     """
     pattern = re.compile(re.escape(f".{final.name}.") + r"(partial|old)-(\d+)")
-    removed = []
+    removed: list[Path] = []
     if not final.parent.is_dir():
         return removed
     for candidate in final.parent.iterdir():

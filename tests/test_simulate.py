@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.errors import InputError
 from rcnnlib.shards import ShardedDataset
+from rcnnlib.sim import simulate
 from rcnnlib.sim.simulate import plan_shards, simulate_shard, simulate_to_disk
 from rcnnlib.sim.survey import Survey
 
@@ -62,12 +65,12 @@ def test_same_seed_same_fingerprint_whatever_the_workers(tmp_path, hits2015):
 
 
 def test_magnitude_slope_reaches_every_worker_and_the_metadata(tmp_path, hits2015):
-    """--mag-slope changes the stars (not the seed's other draws) the same way in-process and on Dask."""
+    """--mag-slope changes the stars (not the seed's other draws) alike in this process and in workers."""
     kw = dict(seed=11, fields=["01"], classes=("NV",), shard_size=20, progress=False)
     counts = simulate_to_disk(hits2015, tmp_path / "counts", 40, workers=1, **kw)
     flat = simulate_to_disk(hits2015, tmp_path / "flat", 40, workers=1, mag_slope=0.0, **kw)
-    flat_dask = simulate_to_disk(hits2015, tmp_path / "flat2", 40, workers=2, mag_slope=0.0, **kw)
-    assert flat.fingerprint == flat_dask.fingerprint != counts.fingerprint
+    flat_workers = simulate_to_disk(hits2015, tmp_path / "flat2", 40, workers=2, mag_slope=0.0, **kw)
+    assert flat.fingerprint == flat_workers.fingerprint != counts.fingerprint
     assert flat.metadata["mag_slope"] == 0.0 and counts.metadata["mag_slope"] == 0.3
     peak = [ds.load().stamps.max(axis=(1, 2, 3)) for ds in (counts, flat)]
     assert np.median(peak[1]) > 2 * np.median(peak[0])  # flat: many more bright stars
@@ -230,24 +233,40 @@ def test_every_preset_simulates_for_any_seed(tmp_path, name):
             assert shard.stamps.min() >= 0 and (shard.stamps <= limit).all(), (name, seed)
 
 
-def test_parallel_simulation_is_quiet_when_dask_default_port_is_taken(tmp_path, hits2015):
-    """Two builds or parallel tests: the second local cluster must not warn about port 8787 on the page."""
-    import socket
-    import warnings
-
-    holder = socket.socket()
+def test_workers_started_beside_other_threads_give_the_same_fingerprint(tmp_path, hits2015):
+    """A process with other threads (a Jupyter kernel, TensorFlow) must not fork: forkserver, same output."""
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
     try:
-        holder.bind(("", 8787))
-        holder.listen()
-    except OSError:
-        pass  # something else holds it already: the condition under test holds anyway
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            simulate_to_disk(hits2015, tmp_path / "x", 1, seed=0, workers=2, fields=["01"], progress=False)
+        assert simulate._start_method() != "fork"
+        beside = simulate_to_disk(
+            hits2015, tmp_path / "beside", 3, seed=4, workers=2, fields=FIELDS, shard_size=2, progress=False
+        )
     finally:
-        holder.close()
-    assert not [w for w in caught if "already in use" in str(w.message)]
+        release.set()
+        other.join()
+    alone = simulate_to_disk(
+        hits2015, tmp_path / "alone", 3, seed=4, fields=FIELDS, shard_size=2, progress=False
+    )
+    assert beside.fingerprint == alone.fingerprint
+
+
+def test_a_failing_worker_stops_the_run_and_leaves_nothing(tmp_path, hits2015, monkeypatch):
+    """A worker's error reaches the caller; the queued shards are cancelled and no folder is left."""
+    real_plan = simulate.plan_shards
+
+    def with_a_broken_task(*args, **kwargs):
+        tasks = real_plan(*args, **kwargs)
+        tasks[3] = dataclasses.replace(tasks[3], class_name="NOT_A_CLASS")  # fails in the worker
+        return tasks
+
+    monkeypatch.setattr(simulate, "plan_shards", with_a_broken_task)
+    with pytest.raises(Exception, match="NOT_A_CLASS"):
+        simulate_to_disk(
+            hits2015, tmp_path / "x", 4, seed=0, workers=2, fields=FIELDS, shard_size=1, progress=False
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 # Pinned on this machine (numpy 2, the constraints.txt versions) after the realism changes of issue 16

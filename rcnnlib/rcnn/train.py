@@ -140,7 +140,7 @@ def epoch_batches(
     for lo in range(0, len(order), config.mix_blocks):
         pool = read_blocks([blocks[i] for i in order[lo : lo + config.mix_blocks]])
         x, y, w = targets(prepare(pool, model_config.preprocess, config.augmentation, rng))
-        arrays = (x["x"], x["step_mask"], y, w)
+        arrays: tuple[np.ndarray, ...] = (x["x"], x["step_mask"], y, w)
         if carry is not None:
             arrays = tuple(np.concatenate([a, b]) for a, b in zip(carry, arrays, strict=True))
         perm = rng.permutation(len(arrays[2]))
@@ -179,7 +179,11 @@ def training_dataset(blocks: list[Block], config: TrainConfig, model_config: Any
     )
     data = tf.data.Dataset.from_generator(generator, output_signature=signature)
     n = batches_per_epoch(blocks, config)
-    return data.apply(tf.data.experimental.assert_cardinality(n)).prefetch(2), n
+    # A pool's worth of batches in the buffer: the generator's thread reads and prepares the
+    # next pool while the model trains on this one (two batches only let them take turns).
+    # The same batches in the same order: overlap changes the speed, never the result.
+    ahead = -(-config.mix_blocks * config.block_size // config.batch_size) + 1
+    return data.apply(tf.data.experimental.assert_cardinality(n)).prefetch(ahead), n
 
 
 def distribution_strategy():
@@ -204,18 +208,11 @@ def train(
     The card records the code that trained it (the git commit of this checkout, if any, and
     whether it had uncommitted changes) and ``command``, the command line that ran it.
     """
-    # Everything that can be wrong with the inputs and the output fails here, in seconds, before
-    # TensorFlow loads and before hours of training: the output folder, the manifest, every shard.
-    check_output_folder(out_dir)
-    source = open_sequences(simulations)
-    if not isinstance(source, ShardedDataset):
-        raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
-    source.check_shards()  # one read of each shard: a flipped byte fails now, naming the shard
-
+    source = _checked_source(simulations, out_dir)
     import keras
     import tensorflow as tf
 
-    from rcnnlib.rcnn.model import ModelConfig, build_model, compile_model, save_model
+    from rcnnlib.rcnn.model import ModelConfig, save_model
 
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
@@ -227,14 +224,66 @@ def train(
     train_blocks, val_blocks = split_blocks(
         plan_blocks(source, config.block_size), config.val_fraction, config.seed
     )
-    val = read_blocks(val_blocks)
-    if len(val) > config.max_val_sequences:
-        keep = np.random.default_rng(config.seed).choice(len(val), config.max_val_sequences, replace=False)
-        val = val.subset(np.sort(keep))
-    val_x, val_y, val_w = targets(prepare(val, model_config.preprocess))
+    val = _validation_set(val_blocks, config)
+    validation = targets(prepare(val, model_config.preprocess))
     data, n_batches = training_dataset(train_blocks, config, model_config)
     if n_batches == 0:
         raise InputError(f"fewer training sequences than one batch ({config.batch_size})", simulations)
+    model = _new_model(model_config, config, n_batches)
+    timer = _epoch_timer()
+    start = time.perf_counter()
+    history = model.fit(
+        data,
+        epochs=config.epochs,
+        validation_data=validation,
+        shuffle=False,  # the tf.data pipeline shuffles; Keras would warn that it ignores shuffle=True
+        callbacks=[_early_stopping(config, verbose), timer],
+        verbose=verbose if verbose != "auto" else (1 if sys.stderr.isatty() else 2),
+    ).history
+    elapsed = time.perf_counter() - start
+    card = {
+        "model": "RCNN trained on simulations only",
+        "training_data": _training_data_card(simulations, source, train_blocks, len(val)),
+        "train_config": config.to_dict(),
+        "seed": config.seed,
+        "training_time_s": round(elapsed, 1),
+        **_fit_card(model, history, sum(b.n for b in train_blocks), elapsed),
+        "epoch_seconds": timer.seconds,
+        "environment": _environment(),
+        "code": {"command": command, **code_state},
+    }
+    save_model(model, model_config, out_dir, card)
+    return card
+
+
+def _checked_source(simulations: str | Path, out_dir: str | Path) -> ShardedDataset:
+    """The shard folder, checked with the output folder before TensorFlow loads and hours of training.
+
+    Every shard is read once: a flipped byte fails now, naming the shard.
+    """
+    check_output_folder(out_dir)
+    source = open_sequences(simulations)
+    if not isinstance(source, ShardedDataset):
+        raise InputError("training streams from a shard folder written by `rcnnlib simulate`", simulations)
+    source.check_shards()
+    return source
+
+
+def _validation_set(blocks: list[Block], config: TrainConfig) -> SequenceDataset:
+    """The held-out blocks, at most ``max_val_sequences`` of them drawn with the training seed."""
+    val = read_blocks(blocks)
+    if len(val) > config.max_val_sequences:
+        keep = np.random.default_rng(config.seed).choice(len(val), config.max_val_sequences, replace=False)
+        val = val.subset(np.sort(keep))
+    return val
+
+
+def _new_model(model_config: Any, config: TrainConfig, n_batches: int) -> Any:
+    """A fresh RCNN on every local GPU (or the CPU), with the configured learning-rate schedule."""
+    import keras
+
+    from rcnnlib.rcnn.model import build_model, compile_model
+
     with distribution_strategy().scope():
         model = build_model(model_config)
         if config.learning_rate_decay == "cosine":
@@ -244,52 +293,46 @@ def train(
                 model_config.learning_rate, decay_steps=config.epochs * n_batches, alpha=0.01
             )
             compile_model(model, schedule)
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=int(verbose != 0)
-        ),
-        _epoch_timer(),
-    ]
-    start = time.perf_counter()
-    history = model.fit(
-        data,
-        epochs=config.epochs,
-        validation_data=(val_x, val_y, val_w),
-        shuffle=False,  # the tf.data pipeline shuffles; Keras would warn that it ignores shuffle=True
-        callbacks=callbacks,
-        verbose=verbose if verbose != "auto" else (1 if sys.stderr.isatty() else 2),
+    return model
+
+
+def _early_stopping(config: TrainConfig, verbose: int | str) -> Any:
+    import keras
+
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=config.patience, restore_best_weights=True, verbose=int(verbose != 0)
     )
-    elapsed = time.perf_counter() - start
-    n_train = sum(b.n for b in train_blocks)
-    best = int(np.argmin(history.history["val_loss"]))
-    card = {
-        "model": "RCNN trained on simulations only",
-        "training_data": {
-            "path": str(Path(simulations).resolve()),
-            "fingerprint": source.fingerprint,
-            "metadata": source.metadata,
-            "class_counts": source.class_counts(),
-            "n_train_sequences": n_train,
-            "n_val_sequences": len(val),
-        },
-        "train_config": config.to_dict(),
-        "seed": config.seed,
-        "training_time_s": round(elapsed, 1),
-        "epochs_run": len(history.history["loss"]),
+
+
+def _training_data_card(
+    simulations: str | Path, source: ShardedDataset, train_blocks: list[Block], n_val: int
+) -> dict[str, Any]:
+    return {
+        "path": str(Path(simulations).resolve()),
+        "fingerprint": source.fingerprint,
+        "metadata": source.metadata,
+        "class_counts": source.class_counts(),
+        "n_train_sequences": sum(b.n for b in train_blocks),
+        "n_val_sequences": n_val,
+    }
+
+
+def _fit_card(model: Any, history: dict[str, list[float]], n_train: int, elapsed: float) -> dict[str, Any]:
+    """What ``fit`` did: epochs, the best one (restored), speed, final learning rate, the history."""
+    import keras
+
+    best = int(np.argmin(history["val_loss"]))
+    return {
+        "epochs_run": len(history["loss"]),
         "best_epoch": best + 1,
-        "sequences_per_second": round(n_train * len(history.history["loss"]) / elapsed, 1),
+        "sequences_per_second": round(n_train * len(history["loss"]) / elapsed, 1),
         "final_learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         "validation": {
-            "loss": float(history.history["val_loss"][best]),
-            "step_accuracy": float(history.history["val_accuracy"][best]),
+            "loss": float(history["val_loss"][best]),
+            "step_accuracy": float(history["val_accuracy"][best]),
         },
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-        "epoch_seconds": callbacks[1].seconds,
-        "environment": _environment(),
-        "code": {"command": command, **code_state},
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
     }
-    save_model(model, model_config, out_dir, card)
-    return card
 
 
 def _epoch_timer():

@@ -19,13 +19,16 @@ exactly what was fingerprinted.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
+import multiprocessing
 import shutil
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +89,7 @@ def plan_shards(
     survey: Survey,
     n_per_class: int,
     classes: tuple[str, ...] = CLASS_NAMES,
-    fields: list[str] | None = None,
+    fields: Sequence[str] | None = None,
     shard_size: int = 2500,
 ) -> list[ShardTask]:
     """Cut the job into independent tasks: ``n_per_class`` sequences per class per field."""
@@ -102,7 +105,7 @@ def plan_shards(
     unknown = sorted(set(fields) - set(available))
     if unknown:
         raise InputError(f"survey {survey.name!r} has no field(s) {', '.join(unknown)}")
-    tasks = []
+    tasks: list[ShardTask] = []
     for field_name in fields:
         survey.usable_epochs(field_name)  # fails early when a field has no usable epoch
         for class_name in classes:
@@ -112,7 +115,53 @@ def plan_shards(
     return tasks
 
 
-def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float = ALPHA) -> SequenceDataset:
+@dataclass(frozen=True)
+class SurveyArrays:
+    """What a shard needs from its survey, as numpy arrays.
+
+    Built once per run and shipped once to each worker: reading a field's
+    conditions and the detector table through pandas costs ~10 ms, a tenth of a
+    100-sequence shard.
+    """
+
+    name: str
+    pixel_scale: float
+    field_index: dict[str, int]
+    """Each field's position among all the survey's fields: keys its per-epoch offsets' generator."""
+    mjd: dict[str, np.ndarray]
+    conditions: dict[str, np.ndarray]
+    ccd_names: np.ndarray
+    gain: np.ndarray
+    read_noise: np.ndarray
+    saturation: np.ndarray
+
+    @classmethod
+    def of(cls, survey: Survey, fields: list[str] | None = None) -> SurveyArrays:
+        """The arrays of ``fields`` (default: all) of ``survey``."""
+        every = list(survey.fields)
+        per_field = {f: survey.field_conditions(f) for f in (every if fields is None else fields)}
+        detectors = survey.camera.detector_table()
+        return cls(
+            name=survey.name,
+            pixel_scale=survey.camera.pixel_scale,
+            field_index={f: every.index(f) for f in per_field},
+            mjd={f: mjd for f, (mjd, _) in per_field.items()},
+            conditions={f: conditions for f, (_, conditions) in per_field.items()},
+            ccd_names=detectors["name"].to_numpy(str),
+            gain=detectors["gain"].to_numpy(float),
+            read_noise=detectors["read_noise"].to_numpy(float),
+            saturation=detectors["saturation"].to_numpy(float),
+        )
+
+    @property
+    def stamp_dtype(self) -> str:
+        """uint16 when every detector saturates within its range (digitised stamps fit exactly)."""
+        return "uint16" if self.saturation.max() <= UINT16_MAX else "float32"
+
+
+def simulate_shard(
+    survey: Survey | SurveyArrays, task: ShardTask, seed: int, mag_slope: float = ALPHA
+) -> SequenceDataset:
     """All sequences of one task, from their own random stream.
 
     The per-epoch magnitude offsets (:func:`rcnnlib.sim.images.epoch_mag_offsets`) are
@@ -122,26 +171,24 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
     resampled as if registered to a template grid; which ones is in
     ``metadata["resampled"]``.
     """
+    arrays = survey if isinstance(survey, SurveyArrays) else SurveyArrays.of(survey, [task.field])
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(task.index,)))
-    mjd, conditions = survey.field_conditions(task.field)
+    mjd, conditions = arrays.mjd[task.field], arrays.conditions[task.field]
     n, t = task.n, mjd.size
     mjd_n = np.broadcast_to(mjd, (n, t))
     conditions_n = np.broadcast_to(conditions, (n, t, conditions.shape[1]))
     limit = conditions_n[..., COLUMN["limit_mag_5sigma"]].astype(np.float64)
     field_rng = np.random.default_rng(
-        np.random.SeedSequence(seed, spawn_key=(2**32 - 1, list(survey.fields).index(task.field)))
+        np.random.SeedSequence(seed, spawn_key=(2**32 - 1, arrays.field_index[task.field]))
     )
     epoch_offset = epoch_mag_offsets(conditions[:, COLUMN["seeing"]], field_rng)
 
     curves = sample_light_curves(task.class_name, mjd_n, limit, rng, mag_slope=mag_slope)
 
-    detectors = survey.camera.detector_table()
-    ccd = rng.integers(len(detectors), size=n)
+    ccd = rng.integers(len(arrays.ccd_names), size=n)
     has_host = rng.random(n) < HOST_FRACTION[task.class_name]
     resampled = rng.random(n) < REGISTRATION_FRACTION
-    gain = detectors["gain"].to_numpy(float)[ccd]
-    read_noise = detectors["read_noise"].to_numpy(float)[ccd]
-    saturation = detectors["saturation"].to_numpy(float)[ccd]
+    gain, read_noise, saturation = arrays.gain[ccd], arrays.read_noise[ccd], arrays.saturation[ccd]
     stamps = np.empty((n, t, STAMP_SIZE, STAMP_SIZE), dtype=np.float32)
     # Render in blocks: the renderer's temporaries stay ~10 MB whatever the shard size.
     for lo in range(0, n, RENDER_BLOCK):
@@ -149,7 +196,7 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
         rendered = render_stamps(
             curves.mag[block],
             np.ascontiguousarray(conditions_n[block]),
-            survey.camera.pixel_scale,
+            arrays.pixel_scale,
             gain[block],
             read_noise[block],
             saturation[block],
@@ -160,7 +207,7 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
         )
         np.rint(rendered.stamps, out=stamps[block])
     ids = np.array(
-        [f"sim_{survey.name}_{task.field}_{task.class_name}_{task.start + i:06d}" for i in range(n)]
+        [f"sim_{arrays.name}_{task.field}_{task.class_name}_{task.start + i:06d}" for i in range(n)]
     )
     return SequenceDataset(
         stamps=stamps,
@@ -171,10 +218,10 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
         ids=ids,
         metadata={
             "source": "simulation",
-            "survey": survey.name,
+            "survey": arrays.name,
             "seed": seed,
             "task": task.__dict__,
-            "ccd": detectors["name"].to_numpy(str)[ccd].tolist(),
+            "ccd": arrays.ccd_names[ccd].tolist(),
             "resampled": resampled.tolist(),
             "epoch_mag_offset": np.round(epoch_offset, 6).tolist(),
             "brightest_mag": [
@@ -187,12 +234,11 @@ def simulate_shard(survey: Survey, task: ShardTask, seed: int, mag_slope: float 
 
 
 def _run_task(
-    survey: Survey, task: ShardTask, seed: int, folder: str, mag_slope: float = ALPHA
+    arrays: SurveyArrays, task: ShardTask, seed: int, folder: str, mag_slope: float = ALPHA
 ) -> dict[str, Any]:
     """Simulate and write one shard; returns its manifest entry (small, cheap to ship back)."""
-    ds = simulate_shard(survey, task, seed, mag_slope)
-    stamp_dtype = "uint16" if survey.camera.detector_table()["saturation"].max() <= UINT16_MAX else "float32"
-    ds.save(Path(folder) / task.file, compression=None, stamp_dtype=stamp_dtype, durable=False)
+    ds = simulate_shard(arrays, task, seed, mag_slope)
+    ds.save(Path(folder) / task.file, compression=None, stamp_dtype=arrays.stamp_dtype, durable=False)
     return {
         "index": task.index,
         "file": task.file,
@@ -214,7 +260,7 @@ def simulate_to_disk(
     workers: int = 1,
     scheduler: str | None = None,
     classes: tuple[str, ...] = CLASS_NAMES,
-    fields: list[str] | None = None,
+    fields: Sequence[str] | None = None,
     shard_size: int = 2500,
     overwrite: bool = False,
     progress: bool = True,
@@ -222,9 +268,9 @@ def simulate_to_disk(
 ) -> ShardedDataset:
     """Simulate a whole dataset into a shard folder, atomically (the folder appears when complete).
 
-    ``workers == 1`` without a scheduler runs in this process; otherwise shards
-    run on Dask: a local cluster of ``workers`` processes, or the scheduler at
-    ``scheduler`` (whose workers must see ``out`` on a shared filesystem).
+    ``workers == 1`` without a scheduler runs in this process; otherwise shards run
+    on ``workers`` local processes, or on the Dask scheduler at ``scheduler``
+    (whose workers must see ``out`` on a shared filesystem).
     """
     if isinstance(workers, bool) or not isinstance(workers, int | np.integer) or workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
@@ -238,25 +284,16 @@ def simulate_to_disk(
     check_replaceable(out, overwrite, shown)
     sweep_stale_partials(out)
     tmp = partial_name(out)
-    entries: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=sum(t.n for t in tasks),
-        unit="seq",
-        desc=f"simulate {survey.name}",
-        disable=None if progress else True,
-    )
+    arrays = SurveyArrays.of(survey, sorted({t.field for t in tasks}))
     with _sigterm_raises():
         try:
             tmp.mkdir(parents=True)
         except FileExistsError:  # our PID's, yet not swept: it holds files we did not write
             raise InputError(f"remove {tmp}: it holds files rcnnlib did not write", shown) from None
         try:
-            if workers == 1 and scheduler is None:
-                for task in tasks:
-                    entries.append(_run_task(survey, task, seed, str(tmp), mag_slope))
-                    bar.update(task.n)
-            else:
-                entries = _run_on_dask(survey, tasks, seed, tmp, workers, scheduler, bar, mag_slope)
+            # the workers finish (or are cancelled) before the folder is written or removed
+            with _shard_runner(arrays, min(workers, len(tasks)), scheduler) as run:
+                entries = _run_with_progress(run, tasks, seed, tmp, mag_slope, survey.name, progress)
             metadata = {
                 "source": "simulation",
                 "survey": survey.name,
@@ -274,9 +311,27 @@ def simulate_to_disk(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        finally:
-            bar.close()
     return ShardedDataset(out)
+
+
+def _run_with_progress(
+    run: ShardRunner,
+    tasks: list[ShardTask],
+    seed: int,
+    folder: Path,
+    mag_slope: float,
+    survey_name: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Manifest entries of every task, with a progress bar."""
+    entries = []
+    total = sum(t.n for t in tasks)
+    desc = f"simulate {survey_name}"
+    with tqdm(total=total, unit="seq", desc=desc, disable=None if progress else True) as bar:
+        for entry in run(tasks, seed, str(folder.resolve()), mag_slope):
+            entries.append(entry)
+            bar.update(entry["n"])
+    return entries
 
 
 def check_seed(seed: Any) -> None:
@@ -321,70 +376,118 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_on_dask(
-    survey: Survey,
-    tasks: list[ShardTask],
-    seed: int,
-    folder: Path,
-    workers: int,
-    scheduler: str | None,
-    bar: tqdm,
-    mag_slope: float = ALPHA,
-) -> list[dict[str, Any]]:
-    import dask
-    from dask.distributed import Client, LocalCluster, as_completed
+ShardRunner = Callable[[list[ShardTask], int, str, float], Iterator[dict[str, Any]]]
+"""Runs shard tasks ``(tasks, seed, folder, mag_slope)``, yielding manifest entries as shards finish."""
 
-    if scheduler is None:
-        # Dask's default MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold, so
-        # every 100 MB shard array is mmapped afresh and page-faulted in: 10x the system time.
-        # Large thresholds keep freed shard buffers for reuse (memory stays bounded by a shard).
-        environ = {
-            "MALLOC_TRIM_THRESHOLD_": str(2**30),
-            "MALLOC_MMAP_THRESHOLD_": str(2**30),
-            "OMP_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                # None still binds the scheduler's HTTP server on 8787 and warns when another
-                # cluster holds it (parallel tests, two builds): any free port, no warning
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
-        client = Client(cluster)
+
+@contextlib.contextmanager
+def _shard_runner(arrays: SurveyArrays, workers: int, scheduler: str | None) -> Iterator[ShardRunner]:
+    """In this process, on ``workers`` local processes, or on a Dask scheduler."""
+    if scheduler is not None:
+        with _dask_client(scheduler) as client:
+            yield partial(_run_on_dask, client, arrays)
+    elif workers > 1:
+        with _process_pool(arrays, workers) as pool:
+            yield partial(_run_on_pool, pool)
     else:
-        cluster = None
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+        yield lambda tasks, seed, folder, mag_slope: (
+            _run_task(arrays, task, seed, folder, mag_slope) for task in tasks
+        )
+
+
+def _start_method() -> str:
+    """How worker processes start: ``fork`` where it is safe, else ``forkserver`` (or ``spawn``).
+
+    Forked workers start in milliseconds and inherit this process's imports and survey
+    arrays; a fresh interpreter spends ~1.5 s importing numpy, scipy, pandas and h5py,
+    a sixth of a 34,000-sequence run on two cores. Forking is safe only without other
+    threads (a lock one of them holds would stay locked in the child): the command line
+    and scripts qualify; a Jupyter kernel or a process that has started TensorFlow's
+    thread pools gets ``forkserver``. macOS system libraries are not fork-safe.
+    tqdm's monitor thread, alive once any bar was made, does not count: it only
+    looks at the bars, which a worker never touches.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    others = [t for t in threading.enumerate() if t not in (threading.current_thread(), tqdm.monitor)]
+    if sys.platform == "linux" and not others and "fork" in methods:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+_worker_arrays: SurveyArrays | None = None
+"""The survey arrays of a worker process, set once when it starts (:func:`_start_worker`)."""
+
+
+def _start_worker(arrays: SurveyArrays) -> None:
+    global _worker_arrays
+    _worker_arrays = arrays
+    # Ctrl-C reaches every process of the terminal's group: the parent cancels the pending
+    # shards and waits for the running ones, instead of each worker printing a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run_worker_task(task: ShardTask, seed: int, folder: str, mag_slope: float) -> dict[str, Any]:
+    assert _worker_arrays is not None, "_start_worker sets the survey arrays"
+    return _run_task(_worker_arrays, task, seed, folder, mag_slope)
+
+
+@contextlib.contextmanager
+def _process_pool(arrays: SurveyArrays, workers: int) -> Iterator[ProcessPoolExecutor]:
+    context = multiprocessing.get_context(_start_method())
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(arrays,))
     try:
-        survey_future = client.scatter(survey, broadcast=True)
-        futures = [
-            client.submit(
-                _run_task,
-                survey_future,
-                task,
-                seed,
-                str(folder.resolve()),
-                mag_slope,
-                pure=False,
-                key=f"shard-{task.index}",
-            )
-            for task in tasks
-        ]
-        entries = []
-        for future in as_completed(futures):
-            entry = future.result()
-            entries.append(entry)
-            bar.update(entry["n"])
-            future.release()
-        return entries
+        pool.submit(int).result()  # start the workers now (a forked pool starts them all at once)
+        yield pool
+    finally:
+        # on an error or Ctrl-C: drop the queued shards, let the running ones finish
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_on_pool(
+    pool: ProcessPoolExecutor, tasks: list[ShardTask], seed: int, folder: str, mag_slope: float
+) -> Iterator[dict[str, Any]]:
+    futures = [pool.submit(_run_worker_task, task, seed, folder, mag_slope) for task in tasks]
+    for future in as_completed(futures):
+        yield future.result()
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler: str) -> Iterator[Any]:
+    from dask.distributed import Client
+
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
+    try:
+        yield client
     finally:
         client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+def _run_on_dask(
+    client: Any, arrays: SurveyArrays, tasks: list[ShardTask], seed: int, folder: str, mag_slope: float
+) -> Iterator[dict[str, Any]]:
+    from dask.distributed import as_completed as dask_as_completed
+
+    arrays_future = client.scatter(arrays, broadcast=True)
+    futures = [
+        client.submit(
+            _run_task,
+            arrays_future,
+            task,
+            seed,
+            folder,
+            mag_slope,
+            pure=False,
+            key=f"shard-{task.index}",
+        )
+        for task in tasks
+    ]
+    for future in dask_as_completed(futures):
+        entry = future.result()
+        future.release()
+        yield entry
