@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -334,7 +335,7 @@ def psf_photometry(
     return PsfPhotometry(centre=centres, **out)
 
 
-def psf_light_curve(ds: SequenceDataset, **kwargs: float) -> tuple[np.ndarray, np.ndarray]:
+def psf_light_curve(ds: SequenceDataset, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
     """PSF-weighted light curves in microjansky, ``(flux_ujy, err_ujy)`` (N, T), NaN where masked."""
     phot = psf_photometry(ds, **kwargs)
     zp, texp = ds.condition("zero_point"), ds.condition("exp_time")

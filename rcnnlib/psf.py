@@ -106,8 +106,8 @@ def moffat_eval(
 def moffat_psf(
     fwhm_px: np.ndarray,
     beta: np.ndarray,
-    ellipticity: np.ndarray,
-    angle: np.ndarray,
+    ellipticity: np.ndarray | float,
+    angle: np.ndarray | float,
     dx: np.ndarray,
     dy: np.ndarray,
     size: int = 21,
@@ -204,8 +204,14 @@ class PsfShapeModel:
         centre = np.clip(centre, width // 2, n_rows - (width - width // 2))
         return centre - width // 2 + rng.integers(0, width, shape)
 
+    def _trend(self, rows: np.ndarray) -> np.ndarray:
+        """The FWHM/seeing trend at these rows' seeing (only for a table that has both columns)."""
+        if self.seeing is None or self.ratio_trend is None:
+            raise ValueError("this PSF shape table has no seeing column to follow")
+        return np.polyval(self.ratio_trend, self.seeing[rows])
+
     def _residual(self, rows: np.ndarray) -> np.ndarray:
-        return self.fwhm_ratio[rows] - np.polyval(self.ratio_trend, self.seeing[rows])
+        return self.fwhm_ratio[rows] - self._trend(rows)
 
     def _with_star_offsets(
         self,
@@ -224,7 +230,7 @@ class PsfShapeModel:
             None if seeing is None else np.median(np.broadcast_to(seeing, shape), axis=-1, keepdims=True)
         )
         star_rows = self._rows(rng, (*shape[:-1], 1), typical)
-        trend = np.polyval(self.ratio_trend, self.seeing[rows])
+        trend = self._trend(rows)
         return (
             trend + np.sqrt(1.0 - share) * self._residual(rows) + np.sqrt(share) * self._residual(star_rows)
         )

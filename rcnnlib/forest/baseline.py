@@ -274,6 +274,8 @@ class ForestResult:
     def probabilities_calibration(self, real_y: np.ndarray) -> dict[str, Calibration]:
         """Reliability and ECE of the sim-only forest (raw, and temperature-scaled on each draw's
         adaptation sequences) and of the augmented forests, on the test sets of the draws."""
+        if self.sim_only_proba is None or self.augmented_proba is None:
+            raise ValueError("no probabilities in this result (they are not part of its JSON)")
         repeats = len(self.draws)
         sim = np.broadcast_to(self.sim_only_proba, (repeats, *self.sim_only_proba.shape))
         return {

@@ -193,7 +193,7 @@ def extract_features(
         detected = (snr > DETECTION_SIGMA).sum(axis=1) / usable[rows].sum(axis=1)
         out[rows, column["flux_detected_fraction"]] = detected
     shape = shape_features(mjd[rows], flux[rows], mag[rows], mag_err[rows], usable[rows])
-    out[np.ix_(rows, [column[name] for name in SHAPE_NAMES])] = shape
+    out[np.ix_(rows, np.array([column[name] for name in SHAPE_NAMES]))] = shape
     if stamp_concentration is not None:
         stamp = np.asarray(stamp_concentration, dtype=np.float64).reshape(n)
         out[rows, column["stamp_concentration"]] = stamp[rows]
