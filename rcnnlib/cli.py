@@ -282,7 +282,11 @@ def _train(args: argparse.Namespace) -> int:
         "rcnnlib " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else None
     )
     card = train(args.simulations, args.out, config, command=command)
-    print(json.dumps({k: card[k] for k in ("training_time_s", "epochs_run", "best_epoch", "validation")}))
+    print(
+        json.dumps(
+            {k: getattr(card, k) for k in ("training_time_s", "epochs_run", "best_epoch", "validation")}
+        )
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
 from rcnnlib.protocol import few_shot_draws
 from rcnnlib.rcnn.model import (
+    ModelCard,
     ModelConfig,
     blend_proba,
     build_model,
@@ -46,7 +47,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("tiny") / "model"
-    save_model(build_model(TINY), TINY, folder, {"model": "tiny, untrained", "seed": 0})
+    save_model(build_model(TINY), folder, ModelCard(config=TINY, model="tiny, untrained", seed=0))
     return folder
 
 
@@ -78,9 +79,9 @@ def test_masked_steps_do_not_change_valid_outputs(real, tiny_model_dir):
 
 def test_save_load_round_trip(real, tiny_model_dir, tmp_path):
     model, config, card = load_model(tiny_model_dir)
-    assert card["model"] == "tiny, untrained" and config == TINY
+    assert card.model == "tiny, untrained" and card.seed == 0 and config == card.config == TINY
     inputs = prepare(real.subset(np.arange(4)), config.preprocess)
-    again = save_model(model, config, tmp_path / "copy", card)
+    again = save_model(model, tmp_path / "copy", card)
     model2, config2, _ = load_model(again)
     assert config2 == config
     np.testing.assert_array_equal(
@@ -357,12 +358,12 @@ def test_training_is_repeatable_and_writes_a_card(tmp_path):
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
     card = cards[0]
-    assert card["training_data"]["fingerprint"] == sims.fingerprint
-    assert card["seed"] == 4 and card["epochs_run"] == 1
+    assert card.training_data["fingerprint"] == sims.fingerprint
+    assert card.seed == 4 and card.epochs_run == 1
     # cosine decay: the rate has annealed to 1 % of the initial one after the last epoch
-    assert card["final_learning_rate"] == pytest.approx(0.01 * small.learning_rate, rel=1e-3)
-    assert 0.0 <= card["validation"]["step_accuracy"] <= 1.0
-    assert card["training_data"]["n_train_sequences"] + card["training_data"]["n_val_sequences"] == len(sims)
+    assert card.final_learning_rate == pytest.approx(0.01 * small.learning_rate, rel=1e-3)
+    assert 0.0 <= card.validation["step_accuracy"] <= 1.0
+    assert card.training_data["n_train_sequences"] + card.training_data["n_val_sequences"] == len(sims)
 
 
 def test_unknown_learning_rate_decay_is_refused():
@@ -377,8 +378,12 @@ def test_shipped_model_has_a_card():
     for key in ("training_data", "seed", "training_time_s", "validation", "train_config", "config"):
         assert key in card, key
     assert card["training_data"]["n_train_sequences"] > 10_000
-    model, config, _ = load_model()
+    model, config, typed = load_model()
     assert model.output_shape[-1] == len(config.class_names)
+    # the typed card reads every key and writes the same object back (a hand-added key included)
+    assert json.loads(json.dumps(typed.to_json())) == card
+    with_note = ModelCard.from_json({**card, "reviewed_by": "someone"})
+    assert json.loads(json.dumps(with_note.to_json())) == {**card, "reviewed_by": "someone"}
 
 
 def test_epoch_yields_exactly_the_announced_batches(tmp_path):

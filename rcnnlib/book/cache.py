@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.metadata
 import json
-import re
-import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,6 +13,7 @@ from typing import Any
 
 from rcnnlib import paths
 from rcnnlib.outputs import write_atomic
+from rcnnlib.provenance import direct_dependencies, installed_versions, python_version
 
 RECORDS_DIR = "stages"
 
@@ -135,20 +133,7 @@ def library_fingerprint(modules: set[str] | None = None) -> str:
 
 def environment_fingerprint() -> dict[str, Any]:
     """Python's version and the installed versions of the package's direct dependencies."""
-    versions: dict[str, str | None] = {}
-    try:
-        requirements = importlib.metadata.requires("rcnnlib") or []
-    except importlib.metadata.PackageNotFoundError:  # running from a bare checkout
-        requirements = []
-    for requirement in requirements:
-        if "extra ==" in requirement:
-            continue
-        name = re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0]
-        try:
-            versions[name.lower()] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name.lower()] = None
-    return {"python": sys.version.split()[0], "packages": versions}
+    return {"python": python_version(), "packages": installed_versions(direct_dependencies())}
 
 
 def data_fingerprint(folder: Path) -> str:

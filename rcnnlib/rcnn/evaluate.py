@@ -292,7 +292,7 @@ def _evaluate(
     common: dict[str, Any] = dict(
         model={
             "path": base.path,
-            "card": {k: base.card.get(k) for k in ("model", "seed", "training_time_s", "validation")},
+            "card": {k: getattr(base.card, k) for k in ("model", "seed", "training_time_s", "validation")},
         },
         classes=present,
         n_sequences=n_sequences,

@@ -148,17 +148,61 @@ def compile_model(
     )
 
 
-def save_model(model: keras.Model, config: ModelConfig, folder: str | Path, card: dict[str, Any]) -> Path:
+@dataclass
+class ModelCard:
+    """What a saved model is: the network's config, what it was trained on and how, how well it did.
+
+    Written as ``card.json`` beside ``model.keras``. Only ``config`` and ``model`` are
+    required (a card written by hand, or by an older version, may hold less); keys
+    this version does not know are kept in ``extra`` and written back unchanged.
+    """
+
+    config: ModelConfig
+    model: str
+    training_data: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    training_time_s: float | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    sequences_per_second: float | None = None
+    final_learning_rate: float | None = None
+    validation: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch_seconds: list[float] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    code: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``card.json`` object: ``config`` first, fields that are unset left out."""
+        out: dict[str, Any] = {"config": self.config.to_dict()}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name not in ("config", "extra") and value not in (None, {}, []):
+                out[name] = value
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelCard:
+        """Parse a card; KeyError/TypeError/ValueError for one that is not (the loader names the file)."""
+        if not isinstance(data, dict):
+            raise TypeError("a model card is a JSON object")
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data and name != "extra"}
+        known["config"] = ModelConfig.from_dict(data["config"])
+        known.setdefault("model", "")
+        extra = {k: v for k, v in data.items() if k not in cls.__dataclass_fields__}
+        return cls(**known, extra=extra)
+
+
+def save_model(model: keras.Model, folder: str | Path, card: ModelCard) -> Path:
     """Write ``model.keras`` and ``card.json`` (config, data, seed, figures) into ``folder``, atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / MODEL_FILE) as tmp:
         model.save(tmp.with_suffix(".keras"))
         tmp.with_suffix(".keras").replace(tmp)
-    write_atomic(
-        folder / CARD_FILE,
-        json.dumps({"config": config.to_dict(), **card}, indent=2, default=_jsonable) + "\n",
-    )
+    write_atomic(folder / CARD_FILE, json.dumps(card.to_json(), indent=2, default=_jsonable) + "\n")
     return folder
 
 
@@ -175,7 +219,7 @@ def pretrained_dir() -> Path:
     return Path(__file__).parent / "pretrained"
 
 
-def load_model(folder: str | Path | None = None) -> tuple[keras.Model, ModelConfig, dict[str, Any]]:
+def load_model(folder: str | Path | None = None) -> tuple[keras.Model, ModelConfig, ModelCard]:
     """A saved model, its config and its card; the shipped pretrained model by default."""
     folder = pretrained_dir() if folder is None else Path(folder)
     model_file, card_file = folder / MODEL_FILE, folder / CARD_FILE
@@ -183,8 +227,8 @@ def load_model(folder: str | Path | None = None) -> tuple[keras.Model, ModelConf
         if not path.is_file():
             raise InputError(f"not a saved rcnnlib model: {path.name} is missing", folder)
     try:
-        card = json.loads(card_file.read_text())
-        config = ModelConfig.from_dict(card["config"])
+        card = ModelCard.from_json(json.loads(card_file.read_text()))
+        config = card.config
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"unreadable model card ({exc})", card_file) from None
     try:

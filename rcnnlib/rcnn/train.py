@@ -13,20 +13,25 @@ and Keras' own initialisers and dropout from ``keras.utils.set_random_seed``.
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rcnnlib.dataset import SequenceDataset, read_rows
 from rcnnlib.errors import InputError
 from rcnnlib.outputs import check_output_folder
+from rcnnlib.provenance import git_state, python_version
 from rcnnlib.rcnn.preprocess import Augmentation, ModelInput, prepare
 from rcnnlib.shards import ShardedDataset, open_sequences
+
+if TYPE_CHECKING:  # the model module imports Keras, which train() loads only when it runs
+    from rcnnlib.rcnn.model import ModelCard
 
 LEARNING_RATE_DECAYS = ("cosine", "none")
 MODEL_FILES = ("model.keras", "card.json")
@@ -202,7 +207,7 @@ def train(
     model_config: Any = None,
     verbose: int | str = "auto",
     command: str | None = None,
-) -> dict[str, Any]:
+) -> ModelCard:
     """Train a new RCNN on a simulated shard folder and save it with its model card; returns the card.
 
     The card records the code that trained it (the git commit of this checkout, if any, and
@@ -212,11 +217,11 @@ def train(
     import keras
     import tensorflow as tf
 
-    from rcnnlib.rcnn.model import ModelConfig, save_model
+    from rcnnlib.rcnn.model import ModelCard, ModelConfig, save_model
 
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
-    code_state = _git_state()  # at the start: the code may be edited during a long training
+    code_state = git_state()  # at the start: the code may be edited during a long training
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -241,18 +246,19 @@ def train(
         verbose=verbose if verbose != "auto" else (1 if sys.stderr.isatty() else 2),
     ).history
     elapsed = time.perf_counter() - start
-    card = {
-        "model": "RCNN trained on simulations only",
-        "training_data": _training_data_card(simulations, source, train_blocks, len(val)),
-        "train_config": config.to_dict(),
-        "seed": config.seed,
-        "training_time_s": round(elapsed, 1),
+    card = ModelCard(
+        config=model_config,
+        model="RCNN trained on simulations only",
+        training_data=_training_data_card(simulations, source, train_blocks, len(val)),
+        train_config=config.to_dict(),
+        seed=config.seed,
+        training_time_s=round(elapsed, 1),
         **_fit_card(model, history, sum(b.n for b in train_blocks), elapsed),
-        "epoch_seconds": timer.seconds,
-        "environment": _environment(),
-        "code": {"command": command, **code_state},
-    }
-    save_model(model, model_config, out_dir, card)
+        epoch_seconds=timer.seconds,
+        environment=_environment(),
+        code={"command": command, **code_state},
+    )
+    save_model(model, out_dir, card)
     return card
 
 
@@ -353,35 +359,8 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def _git_state() -> dict[str, Any]:
-    """Commit and dirtiness of the checkout this package runs from; empty outside a git checkout."""
-    import subprocess
-
-    from rcnnlib.paths import REPO_ROOT as root
-
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit, "uncommitted_changes": bool(status.strip())}
-
-
 def _environment() -> dict[str, str]:
-    import platform
-
+    """The versions that decide a training's numbers (as imported), and the machine with its GPU count."""
     import keras
     import tensorflow as tf
 
@@ -391,7 +370,7 @@ def _environment() -> dict[str, str]:
         "rcnnlib": __version__,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "python": platform.python_version(),
+        "python": python_version(),
         "machine": f"{platform.machine()}, {len(tf.config.list_physical_devices('GPU'))} GPU(s)",
     }
 
