@@ -127,6 +127,32 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _check_shard_entry(manifest: Path, where: str, entry: Any, files: set[str]) -> None:
+    """One ``shards[i]`` entry: a file name inside the folder (not seen before), counts that add up."""
+    if not isinstance(entry, dict):
+        raise _field(manifest, where, "must be a JSON object")
+    for key in ("file", "n", "counts", "fingerprint"):
+        if key not in entry:
+            raise _field(manifest, f"{where}.{key}", "is missing")
+    name = entry["file"]
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise _field(manifest, f"{where}.file", f"must be a file name inside the folder, got {name!r}")
+    if name in files:
+        raise _field(manifest, f"{where}.file", f"repeats {name!r}")
+    files.add(name)
+    if not _count(entry["n"]):
+        raise _field(manifest, f"{where}.n", f"must be a non-negative integer, got {entry['n']!r}")
+    counts = entry["counts"]
+    if not isinstance(counts, dict) or not all(k in CLASS_NAMES and _count(v) for k, v in counts.items()):
+        raise _field(
+            manifest, f"{where}.counts", f"must map class names ({', '.join(CLASS_NAMES)}) to counts"
+        )
+    if sum(counts.values()) != entry["n"]:
+        raise _field(manifest, f"{where}.counts", f"add up to {sum(counts.values())}, not n = {entry['n']}")
+    if not isinstance(entry["fingerprint"], str) or not _HEX64.fullmatch(entry["fingerprint"]):
+        raise _field(manifest, f"{where}.fingerprint", "must be 64 lowercase hex digits")
+
+
 def read_manifest(manifest: Path) -> dict[str, Any]:
     """Read and check a ``manifest.json``: a broken one fails here, naming the field, not deep in training."""
     try:
@@ -153,31 +179,7 @@ def read_manifest(manifest: Path) -> dict[str, Any]:
         raise _field(manifest, "shards", f"must be a list, got {type(shards).__name__}")
     files: set[str] = set()
     for i, entry in enumerate(shards):
-        where = f"shards[{i}]"
-        if not isinstance(entry, dict):
-            raise _field(manifest, where, "must be a JSON object")
-        for key in ("file", "n", "counts", "fingerprint"):
-            if key not in entry:
-                raise _field(manifest, f"{where}.{key}", "is missing")
-        name = entry["file"]
-        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
-            raise _field(manifest, f"{where}.file", f"must be a file name inside the folder, got {name!r}")
-        if name in files:
-            raise _field(manifest, f"{where}.file", f"repeats {name!r}")
-        files.add(name)
-        if not _count(entry["n"]):
-            raise _field(manifest, f"{where}.n", f"must be a non-negative integer, got {entry['n']!r}")
-        counts = entry["counts"]
-        if not isinstance(counts, dict) or not all(k in CLASS_NAMES and _count(v) for k, v in counts.items()):
-            raise _field(
-                manifest, f"{where}.counts", f"must map class names ({', '.join(CLASS_NAMES)}) to counts"
-            )
-        if sum(counts.values()) != entry["n"]:
-            raise _field(
-                manifest, f"{where}.counts", f"add up to {sum(counts.values())}, not n = {entry['n']}"
-            )
-        if not isinstance(entry["fingerprint"], str) or not _HEX64.fullmatch(entry["fingerprint"]):
-            raise _field(manifest, f"{where}.fingerprint", "must be 64 lowercase hex digits")
+        _check_shard_entry(manifest, f"shards[{i}]", entry, files)
     total = sum(entry["n"] for entry in shards)
     if total != data["n"]:
         raise _field(manifest, "n", f"is {data['n']} but the shards hold {total}")
