@@ -515,7 +515,7 @@ FINE_TUNED_FLOOR = 0.92  # ci: 3 draws of 10 real sequences per class, 60 epochs
 FOREST_CI_FLOORS = {
     "sim_only": 0.80,
     "augmented": 0.80,
-}  # ci scale (80 simulated/class, 3 draws): 0.874 and 0.877 measured with the shape and concentration features
+}  # ci scale (80 simulated/class, 3 draws): 0.874 and 0.877 measured (shape and concentration features)
 
 
 def test_the_shipped_model_keeps_the_papers_headline(book: dict[str, Any]):
