@@ -465,3 +465,27 @@ def test_shown_parameters_cell_holds_the_values_of_the_run(tiny_book: Path, tmp_
     assert "x = 'from-command-line'" in shown.source or 'x = "from-command-line"' in shown.source
     assert "hits_dir = None" in shown.source  # a runner-provided path keeps its placeholder
     assert "'default'" not in shown.source
+
+
+def test_shown_parameters_replace_a_value_written_over_several_lines():
+    """A list the formatter spread over lines is replaced whole: the shown cell stays valid Python."""
+    import ast
+
+    defaults = "\n".join(
+        [
+            "seed = 0  # the seed",
+            "curve = [",
+            "    0,",
+            "    1,",
+            "    20,",
+            "]  # points of the curve",
+            "hits_dir = None  # data",
+        ]
+    )
+    shown = decorate._with_run_values(defaults, "seed = 3\ncurve = [0]\nhits_dir = '/somewhere'\n")
+    ast.parse(shown)
+    assert shown.splitlines() == [
+        "seed = 3  # the seed",
+        "curve = [0]  # points of the curve",
+        "hits_dir = None  # data",
+    ]

@@ -111,6 +111,7 @@ def _with_run_values(defaults: str, injected: str) -> str:
     """
     try:
         tree = ast.parse(injected)
+        shown = ast.parse(defaults)
     except SyntaxError:
         return defaults
     values = {
@@ -118,13 +119,21 @@ def _with_run_values(defaults: str, injected: str) -> str:
         for node in tree.body
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
     }
-    lines = []
-    for line in defaults.splitlines():
-        match = re.match(r"^(\w+)(\s*=\s*)(.*?)(\s+#.*)?$", line)
-        if match and match.group(1) in values and match.group(1) not in RUNNER_PROVIDED:
-            name, equals, _, comment = match.groups()
-            line = f"{name}{equals}{values[name]}{comment or ''}"
-        lines.append(line)
+    lines = defaults.splitlines()
+    for node in reversed(shown.body):  # bottom up: replacing a span keeps the line numbers above it
+        if not (
+            isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ):
+            continue
+        name = node.targets[0].id
+        if name not in values or name in RUNNER_PROVIDED or node.end_lineno is None:
+            continue
+        first, last = node.lineno - 1, node.end_lineno - 1
+        comment = re.search(r"\s+#.*$", lines[last][node.end_col_offset or 0 :])
+        equals = re.match(r"^\w+(\s*=\s*)", lines[first])
+        lines[first : last + 1] = [
+            f"{name}{equals.group(1) if equals else ' = '}{values[name]}{comment.group(0) if comment else ''}"
+        ]
     return "\n".join(lines)
 
 

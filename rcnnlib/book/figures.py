@@ -22,7 +22,7 @@ from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from matplotlib.typing import RcKeyType
 
 from rcnnlib.dataset import SequenceDataset
@@ -605,7 +605,7 @@ def plot_distributions(
             continue
         lo, hi = np.percentile(pd.concat([s, r]), [1, 99])
         bins = np.geomspace(lo, hi, 25) if log else np.linspace(lo, hi, 25)
-        compare_histograms(ax, s, r, bins, log, sim_style="fill")
+        compare_histograms(ax, s, r, bins, log)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=7)
         ax.tick_params(which="both", labelsize=6)
@@ -619,19 +619,18 @@ def compare_histograms(
     real: pd.Series | np.ndarray,
     bins: np.ndarray,
     log: bool,
-    sim_style: str,
 ) -> None:
-    """Simulated and real values on one axis (seaborn ``histplot``, density), one filled and one outlined.
+    """Simulated and real values on one axis (seaborn ``histplot``, density): real outline, simulated fill.
 
-    ``sim_style``: ``"fill"`` (real outlined) or ``"line"`` (real filled). ``bins`` are
-    edges in data units; with ``log`` seaborn bins in log10 space, so they are given there.
+    One convention for every real-vs-simulated histogram of the book (chapters 2 and 5).
+    ``bins`` are edges in data units; with ``log`` seaborn bins in log10 space, so they
+    are given there.
     """
     import seaborn as sns  # here, not at the top: seaborn imports pyplot, which no other figure needs
 
-    sim_filled = sim_style == "fill"
     for values, tag, colour, filled in (
-        (sim, "simulated", SIM_COLOR, sim_filled),
-        (real, "real", REAL_COLOR, not sim_filled),
+        (sim, "simulated", SIM_COLOR, True),
+        (real, "real", REAL_COLOR, False),
     ):
         if len(values):
             sns.histplot(
@@ -647,9 +646,11 @@ def compare_histograms(
                 label=f"{tag} ({len(values)})",
                 ax=ax,
             )
-    if log:  # plain numbers, minor ticks labelled at 2 and 5 only: sci-notation labels overprint
+    if log and bins[-1] / bins[0] < 30:  # short log axes: plain numbers, minor ticks labelled at 2 and 5
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(_label_2_and_5))
+    elif log:  # long ones: powers of ten only, or the minor labels overprint each other
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("density", fontsize=7)
     ax.legend()
 
@@ -700,6 +701,8 @@ def plot_training_history(history: dict[str, list[float]], title: str = "") -> F
         ax.plot(epochs, history[f"val_{key}"], "s--", label="validation (simulated)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # one epoch: no ticks at 0.96, 1.04
+    axes[1].set_ylim(0, 1)  # an accuracy, on its whole scale
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)

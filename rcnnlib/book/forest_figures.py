@@ -118,7 +118,7 @@ def plot_feature_distributions(
     classes: Sequence[str],
     shown: Sequence[str] = SHOWN_FEATURES,
 ) -> Figure:
-    """Per class (columns) and feature (rows): the simulated (line) and real (filled) distributions.
+    """Per class (columns) and feature (rows): real (black outline) and simulated (orange fill) histograms.
 
     One set of bins per feature, shared by all classes and both sets, so shifts
     between simulated and real light curves read directly.
@@ -136,7 +136,7 @@ def plot_feature_distributions(
             real_values = real_features[real_labels == label, j]
             if bins is not None:
                 keep = (lambda v: v[np.isfinite(v) & (v > 0)]) if log else (lambda v: v[np.isfinite(v)])
-                compare_histograms(ax, keep(sim_values), keep(real_values), bins, log, sim_style="line")
+                compare_histograms(ax, keep(sim_values), keep(real_values), bins, log)
                 if (row, col) != (0, 0):
                     ax.get_legend().remove()
             ax.set_xlabel("")
