@@ -10,11 +10,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from rcnnlib.book.figures import new_figure
+from rcnnlib.book.figures import book_figure, new_figure
 from rcnnlib.calibration import Calibration
 from rcnnlib.protocol import DrawSummary, Recall
 
 
+@book_figure
 def plot_learning_curve(
     curves: Mapping[str, Mapping[int, DrawSummary | Recall]],
     classes: Sequence[str],
@@ -55,6 +56,7 @@ def plot_learning_curve(
     return fig
 
 
+@book_figure
 def plot_reliability(calibrations: Mapping[str, Calibration]) -> Figure:
     """Reliability diagrams: accuracy against confidence per bin, one panel per method.
 
