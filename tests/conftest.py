@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -93,3 +96,40 @@ def stream_and_batch(model, config, ds: SequenceDataset) -> list[tuple[np.ndarra
         assert len(seen) >= n, (ds.ids[i], n, len(seen))
         out.append((batch[i, :n], np.array(seen[:n]).reshape(n, -1)))
     return out
+
+
+# ------------------------------------------------------------------ the ci book
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Build the ci book once; returns the build folder, the wall time and the runner's output."""
+    reuse = os.environ.get("RCNNLIB_TEST_BOOK_DIR")
+    build = Path(reuse).resolve() if reuse else tmp_path_factory.mktemp("book") / "ci"
+    seconds, out = (0.0, "") if reuse else run_ci_book(build)
+    artifacts = build / "artifacts"
+    return {
+        "build": build,
+        "html": build / "_build" / "html",
+        "seconds": seconds,
+        "output": out,
+        # read now: the workshop exercises re-run chapters in this build with other parameters
+        "evaluation": json.loads((artifacts / "04_real_evaluation" / "evaluation.json").read_text()),
+        "baseline": json.loads((artifacts / "05_baseline" / "baseline.json").read_text()),
+    }
+
+
+def run_ci_book(build: Path, *extra: str) -> tuple[float, str]:
+    """``rcnnlib book --profile ci`` into ``build``; returns the wall time and stdout + stderr."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "rcnnlib.cli", "book", "--profile", "ci", "--build-dir", str(build), *extra],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert proc.returncode == 0, f"ci book failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return time.perf_counter() - start, proc.stdout + proc.stderr
