@@ -43,3 +43,18 @@ def configure_logging(verbose: bool | None = None) -> None:
         os.environ[TF_LEVEL_ENV] = QUIET_LEVEL
         os.environ[_OURS] = "1"
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def quiet_tensorflow_logger() -> None:
+    """Hold TensorFlow's Python logger at ERROR once TensorFlow is loaded (unless verbose).
+
+    Why again after :func:`configure_logging`: in an interactive session (a notebook
+    kernel) TensorFlow sets its logger to INFO the first time it asks for it, which
+    would let warnings such as the tf.function retracing one onto a chapter's page.
+    Asking for it here first, then setting the level, makes the level stick.
+    """
+    if verbose_requested():
+        return
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)

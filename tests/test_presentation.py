@@ -182,3 +182,17 @@ def test_the_book_config_renders_markdown_outputs_as_myst():
     config = (REPO / "_config.yml").read_text()
     assert "nb_render_markdown_format: myst" in config
     assert json.dumps("{{numref}}`fig-features`")[1:-1] in (REPO / "book" / "05_baseline.ipynb").read_text()
+
+
+def test_tensorflow_warnings_stay_off_a_chapter_page(tmp_path: Path):
+    """In a kernel TensorFlow sets its logger to INFO when first asked; ours must still hold it at ERROR.
+
+    Chapter 4 once showed "triggered tf.function retracing" after scoring several models.
+    """
+    executed = run_cells(
+        tmp_path,
+        "from rcnnlib.rcnn import model\nimport tensorflow as tf\n"
+        "for f in [tf.function(lambda x: x * 2) for _ in range(8)]:\n    f(tf.constant(1.0))",
+    )
+    texts = [o.get("text", "") for o in executed.cells[0].outputs]
+    assert not any("WARNING" in t for t in texts), texts

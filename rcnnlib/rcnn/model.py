@@ -25,8 +25,11 @@ from keras import layers
 from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.dataset import STAMP_SIZE
 from rcnnlib.errors import InputError
+from rcnnlib.logs import quiet_tensorflow_logger
 from rcnnlib.outputs import atomic_path, write_atomic
 from rcnnlib.rcnn.preprocess import PreprocessConfig
+
+quiet_tensorflow_logger()  # Keras has loaded TensorFlow: no warnings on a chapter's page
 
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
