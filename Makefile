@@ -23,7 +23,7 @@ pdf: setup
 
 test: setup
 	$(BIN)/ruff check rcnnlib tests data book
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=12
 
 lint: setup
 	$(BIN)/ruff check rcnnlib tests data book

@@ -297,7 +297,7 @@ def browser() -> Iterator[DevTools]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-INSPECT = """
+INSPECT = r"""
 (async () => {
   const images = Array.from(document.images);
   images.forEach((img) => { img.loading = "eager"; });
@@ -307,6 +307,26 @@ INSPECT = """
     images: images.map((img) => ({src: (img.currentSrc || img.src).slice(0, 120), width: img.naturalWidth,
                                    alt: img.alt})),
     errors: Array.from(document.querySelectorAll(SELECTOR)).map((e) => e.innerText.slice(0, 300)),
+    // tables and figures reaching past the text column or a box that clips or scrolls them: on
+    // screen part of them is hidden, in the PDF it is lost
+    overflowing: (() => {
+      // as a reader sees them after opening every fold (the parameter box is a collapsed dropdown)
+      document.querySelectorAll(".toggle-hidden").forEach((e) => e.classList.remove("toggle-hidden"));
+      const column = document.querySelector("article") || document.body;
+      const cut = (e) => {
+        const right = e.getBoundingClientRect().right;
+        if (right > column.getBoundingClientRect().right + 2) return true;
+        for (let box = e.parentElement; box && box !== column; box = box.parentElement) {
+          if (getComputedStyle(box).overflowX !== "visible" && right > box.getBoundingClientRect().right + 2)
+            return true;
+        }
+        return false;
+      };
+      const scrolled = (e) => e.tagName === "PRE" && e.scrollWidth > e.clientWidth + 2;
+      return Array.from(column.querySelectorAll("table, img, pre")).filter((e) => cut(e) || scrolled(e))
+        .map((e) => ((e.caption && e.caption.innerText) || e.alt || e.textContent).replace(/\s+/g, " ")
+          .trim().slice(0, 60));
+    })(),
     text: document.body.innerText,
   });
 })()
@@ -355,6 +375,8 @@ def test_every_page_reads_well_in_chromium(book: dict[str, Any], browser: DevToo
             problems.append(f"{page}: {len(mute)} figure(s) without alt text: {mute[:2]}")
         if info["errors"]:
             problems.append(f"{page}: error output shown: {info['errors'][0]!r}")
+        if info["overflowing"]:
+            problems.append(f"{page}: wider than the text column: {info['overflowing']}")
         text = info["text"]
         problems += [f"{page}: shows {bad!r}" for bad in FORBIDDEN_TEXT if bad in text]
         missing = [want for want in REQUIRED.get(stem, []) if want.lower() not in text.lower()]
@@ -383,12 +405,20 @@ def test_the_browser_checks_catch_a_broken_page(browser: DevTools, tmp_path: Pat
     page.write_text(
         "<html><head><title>broken</title></head><body><p>x</p><img src='missing.png' alt='gone'>"
         "<div class='cell_output'><div class='output traceback'>Traceback (most recent call last)</div></div>"
+        "<article style='width: 300px; overflow: hidden'><table><caption>Table 9.9: too wide</caption>"
+        "<tr><td style='min-width: 400px'>x</td></tr></table><table><tr><td>fits</td></tr></table>"
+        "<pre style='overflow-x: auto'>a line of code far too long to fit in a column three hundred pixels"
+        " wide</pre><pre>short</pre></article>"
         "</body></html>"
     )
     info = open_page(browser, page)
     assert info["title"] == "broken"
     assert [img["width"] for img in info["images"]] == [0]
     assert info["errors"] and "Traceback (most recent call last)" in info["text"]
+    assert info["overflowing"] == [
+        "Table 9.9: too wide",
+        "a line of code far too long to fit in a column three hundred",
+    ]
 
 
 # ------------------------------------------------------------------ the workshop, as a class runs it

@@ -16,8 +16,8 @@ import pytest
 from rcnnlib.book import checks as bookcheck
 from rcnnlib.book import execute, profiles
 from rcnnlib.book.forest_figures import KronAgreement, plot_feature_distributions, plot_feature_importance
-from rcnnlib.book.tables import MISSING, paper_table, readable_columns, recall_table
-from rcnnlib.protocol import DrawSummary, Recall
+from rcnnlib.book.tables import MISSING, class_set_table, paper_table, readable_columns, recall_table
+from rcnnlib.protocol import DrawSummary, Intervals, Recall
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +96,21 @@ def test_paper_table_prints_counts_as_integers_and_no_nan():
     # an anonymous 0..n index is hidden: no row labelled 0
     plain = paper_table(pd.DataFrame({"a": [1.5, 2.5]}), "T").to_html()
     assert 'class="row_heading' not in plain
+
+
+def test_class_set_table_puts_all_and_real_classes_side_by_side():
+    every = DrawSummary(
+        recall={"SN": 0.9}, recall_std={"SN": 0.0}, macro_recall=0.9, macro_recall_std=0.02
+    ).with_intervals(
+        Intervals(macro_recall_ci=[0.85, 0.95], recall_ci={"SN": [0.85, 0.95]}, bootstrap_samples=100)
+    )
+    real_only = Recall(0.95, {"SN": 0.95})
+    table = class_set_table({"RCNN": (every, real_only), "forest": (every, None)})
+    assert table.loc["RCNN", ("all classes", "macro recall")] == "0.900 ± 0.020"
+    assert table.loc["RCNN", ("all classes", "95 % CI")] == "0.85–0.95"
+    assert table.loc["RCNN", ("real classes only", "macro recall")] == "0.950"
+    assert table.loc["forest", ("real classes only", "macro recall")] == MISSING
+    assert MISSING in table.loc["RCNN", ("real classes only", "95 % CI")]
 
 
 def test_recall_table_gives_spread_counts_and_the_papers_figure():
@@ -196,3 +211,16 @@ def test_tensorflow_warnings_stay_off_a_chapter_page(tmp_path: Path):
     )
     texts = [o.get("text", "") for o in executed.cells[0].outputs]
     assert not any("WARNING" in t for t in texts), texts
+
+
+def test_the_kernels_own_log_stays_out_of_the_build_log(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    """jupyter_client interrupts every kernel before shutting it down; a kernel still busy then logs
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." to the console of ``rcnnlib book``.
+    """
+    run_cells(
+        tmp_path,
+        "from ipykernel.kernelapp import IPKernelApp\n"
+        "IPKernelApp.instance().log.error('KeyboardInterrupt caught in kernel.')",
+    )
+    printed = capfd.readouterr()
+    assert not bookcheck.LOG_LINE.search(printed.out + printed.err), printed.err

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import first_per_class, stream_and_batch
 
+from rcnnlib.classes import CLASS_NAMES
 from rcnnlib.dataset import SequenceDataset
 from rcnnlib.errors import InputError
-from rcnnlib.protocol import few_shot_draws
+from rcnnlib.protocol import Recall, few_shot_draws
 from rcnnlib.rcnn.model import (
     ModelCard,
     ModelConfig,
@@ -194,7 +195,7 @@ def test_fine_tuning_draws_are_disjoint_from_test_sets(real):
 
 
 def test_evaluate_protocol_schema(real, tiny_model_dir):
-    from rcnnlib.rcnn.evaluate import Evaluation, evaluate_on_real, recall_table
+    from rcnnlib.rcnn.evaluate import Evaluation, argmax_among, evaluate_on_real, recall_table
 
     result = evaluate_on_real(
         real,
@@ -233,6 +234,44 @@ def test_evaluate_protocol_schema(real, tiny_model_dir):
     # calibration: the sim-only temperatures come from the draws' adaptation sequences, one per draw
     assert len(back.calibration["sim_only_scaled"].temperatures) == 2
     assert back.calibration["fine_tuned"].ece == pytest.approx(result.calibration["fine_tuned"].ece)
+    # the four real classes only: the arg-max of the same probabilities over SN, RRL, EB, NV
+    assert back.real_classes_only == result.real_classes_only
+    real_ids = [CLASS_NAMES.index(c) for c in classes]
+    for name, proba in (("fine_tuned", result.fine_tuned_proba), ("sim_only", result.sim_only_proba)):
+        among = argmax_among(np.broadcast_to(proba, result.fine_tuned_proba.shape), real_ids)
+        runs = [Recall.of(real.labels[d.test], among[d.repeat][d.test], CLASS_NAMES, real_ids) for d in draws]
+        four = result.real_classes_only[name]
+        assert four.macro_recall == pytest.approx(np.mean([r.macro_recall for r in runs]))
+
+
+def test_real_classes_only_is_the_arg_max_over_the_real_classes(real, tmp_path):
+    """A network that calls everything a Cepheid scores 0 seven-way; four-way it must answer otherwise."""
+    import keras
+
+    from rcnnlib.rcnn.evaluate import evaluate_on_real
+
+    keras.utils.set_random_seed(0)
+    model = build_model(TINY)
+    weights, bias = model.layers[-1].get_weights()
+    bias[CLASS_NAMES.index("CEP")] += 20.0
+    model.layers[-1].set_weights([weights, bias])
+    save_model(model, tmp_path / "model", ModelCard(config=TINY, model="tiny, all Cepheids", seed=0))
+    result = evaluate_on_real(
+        real, tmp_path / "model", 2, 2, seed=1, finetune_config=FineTuneConfig(epochs=1), progress=False
+    )
+    assert (result.sim_only_predicted == CLASS_NAMES.index("CEP")).all()
+    assert result.sim_only.macro_recall == 0.0
+    four = result.real_classes_only["sim_only"]
+    assert four.macro_recall > 0.0 and set(four.recall) == {"SN", "RRL", "EB", "NV"}
+    assert four.macro_recall_ci is not None
+
+
+def test_argmax_among_keeps_to_the_given_classes():
+    from rcnnlib.rcnn.evaluate import argmax_among
+
+    proba = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [np.nan, np.nan, np.nan]])
+    np.testing.assert_array_equal(argmax_among(proba, [0, 2]), [2, 0, -1])
+    np.testing.assert_array_equal(argmax_among(proba, [0, 1, 2]), [1, 0, -1])
 
 
 def test_learning_curve_is_evaluate_at_each_value(real, tiny_model_dir):

@@ -281,9 +281,10 @@ def test_parameter_box_at_the_top_of_each_executed_chapter(cached_book: Path, tm
     assert nb.cells[0].source == "# tiny"
     box = nb.cells[1].source
     assert "rcnnlib-parameters" in nb.cells[1].metadata["tags"]
-    assert "| `scale` | `7` | command line (-p 02_two.KEY) | multiplies the seed |" in box
+    assert "| `scale` | `7` | command line, chapter | multiplies the seed |" in box
     assert "| `fail` | `False` | notebook default |" in box
     assert "Profile `tiny`" in box
+    assert "artifacts_dir" in box and str(tmp_path) not in box  # folders relative to the sources: narrow
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
 

@@ -22,6 +22,7 @@ LOG_LINE = re.compile(
     r"|WARNING:(tensorflow|absl)"
     r"|All log messages before absl::InitializeLog"
     r"|oneDNN custom operations"
+    r"|\[\w*App\] (WARNING|ERROR|CRITICAL)"  # a Jupyter application's log (the kernel's)
     r"|\b\w*Warning: "  # a Python warning printed by the warnings module
 )
 EMPTY_CELL = re.compile(r"^\s*(NaN|nan|<NA>)\s*$")  # a missing value printed raw (None is a value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,9 @@ PARAMETERS_TAG = "rcnnlib-parameters"
 INJECTED_TAG = "injected-parameters"
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: Any, root: Path | None = None) -> str:
+    if isinstance(value, str) and root is not None and Path(value).is_absolute():
+        value = os.path.relpath(value, root)  # a folder the runner chose, as the reader would type it
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
 
@@ -29,12 +32,16 @@ def parameters_markdown(
     origins: Mapping[str, str],
     profile: str,
     record: StageRecord,
+    root: Path | None = None,
 ) -> str:
-    """The box at the top of an executed chapter: every parameter, its value and where it came from."""
+    """The box at the top of an executed chapter: every parameter, its value and where it came from.
+
+    Absolute paths show relative to ``root`` (the book's sources), so the box stays narrow.
+    """
     rows = []
     for name, info in stage.declared.items():
         if name in values:
-            value, origin = _format_value(values[name]), origins.get(name, "runner")
+            value, origin = _format_value(values[name], root), origins.get(name, "runner")
         else:
             value, origin = f"`{info.get('default', '')}`".replace("|", "\\|"), "notebook default"
         meaning = str(info.get("help") or "").replace("|", "\\|")

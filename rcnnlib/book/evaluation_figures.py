@@ -49,6 +49,7 @@ def plot_learning_curve(
         ticks = sorted({k for points in curves.values() for k in points})
         ax.set_xticks(ticks, [str(k) for k in ticks], fontsize=7)
         ax.set_title(panel, fontsize=9)
+        ax.margins(x=0.06)  # whole markers at the first and last point
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("recall on real sequences")
@@ -74,8 +75,8 @@ def plot_reliability(calibrations: Mapping[str, Calibration]) -> Figure:
         ax.plot(conf[seen], acc[seen], "-", color="C0", linewidth=1)
         ax.scatter(conf[seen], acc[seen], s=10 + 400 * weight[seen], color="C0", alpha=0.7, zorder=3)
         ax.set_title(f"{name}\nECE {c.ece:.3f} (classes alike {c.balanced_ece:.3f})", fontsize=8)
-        ax.set_xlim(0, 1.02)
-        ax.set_ylim(0, 1.02)
+        ax.set_xlim(-0.05, 1.05)  # room for a whole marker at accuracy 0 or 1
+        ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("confidence (top probability)")
         ax.set_aspect("equal")
     axes[0].set_ylabel("accuracy")

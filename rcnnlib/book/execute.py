@@ -79,8 +79,12 @@ def execute_notebook(
                     cwd=str(cwd or output.parent),
                     progress_bar=False,
                     log_output=False,
-                    # the kernel's own start-up warnings (TCP transport...) are noise in a build log
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                    # The kernel's own log is noise in a build log: start-up warnings (TCP
+                    # transport...) and, since jupyter_client interrupts every kernel before
+                    # shutting it down, "KeyboardInterrupt caught in kernel" at ERROR level
+                    # when the kernel is still finishing a reply. A cell's error reaches
+                    # papermill as a message, not through this log.
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 )
                 break
             except RuntimeError as exc:

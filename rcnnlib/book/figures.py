@@ -754,7 +754,7 @@ def plot_early_recall(curves: dict[str, dict[str, list[float]]], epochs_per_step
             ax.plot(np.arange(len(values)) + epochs_per_step, values, marker=".", label=name)
         ax.set_xlabel("epochs seen")
         ax.set_title(title, fontsize=9)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.03, 1.03)  # whole markers at recall 0 and 1
     axes[0].set_ylabel("recall")
     axes[-1].legend(fontsize=7, loc="lower right")
     return fig

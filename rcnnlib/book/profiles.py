@@ -205,10 +205,10 @@ def resolve_parameters(
     for stem, params in declared.items():
         layers = (  # lowest precedence first
             ("runner", dict(provided or {})),
-            (f"profile {name} (common)", profile.get("common", {})),
-            (f"profile {name} (notebooks.{stem})", profile.get("notebooks", {}).get(stem, {})),
-            ("command line (-p KEY)", plain),
-            (f"command line (-p {stem}.KEY)", qualified.get(stem, {})),
+            (f"profile {name}, common", profile.get("common", {})),
+            (f"profile {name}, chapter", profile.get("notebooks", {}).get(stem, {})),
+            ("command line", plain),
+            ("command line, chapter", qualified.get(stem, {})),
         )
         values: dict[str, Any] = {}
         where: dict[str, str] = {}

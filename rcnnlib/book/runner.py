@@ -472,7 +472,9 @@ def _execute_stage(plan: BuildPlan, stage: Stage, key: StageKey, runs: list[str 
     record.finished = _now()
     if scratch.is_file():
         executed = nbformat.read(scratch, as_version=4)
-        box = parameters_markdown(stage, values, plan.origins.get(stage.stem, {}), plan.profile, record)
+        box = parameters_markdown(
+            stage, values, plan.origins.get(stage.stem, {}), plan.profile, record, plan.source_dir
+        )
         write_atomic(final, nbformat.writes(decorate(executed, box)))
         scratch.unlink()
     elif record.error:

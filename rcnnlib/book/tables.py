@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ def paper_table(
     return styler.set_table_styles(
         [
             {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: normal;"},
-            {"selector": "td, th", "props": "padding: 0.2em 0.7em; text-align: right;"},
+            {"selector": "td, th", "props": "padding: 0.2em 0.5em; text-align: right;"},
             {"selector": "td", "props": "white-space: nowrap;"},  # "0.944 ± 0.022" on one line
             {"selector": "", "props": "font-size: 0.85em;"},  # five methods side by side fit the page
         ]
@@ -116,6 +117,51 @@ def recall_table(
         table.loc["paper: macro recall"] = pd.Series(row)
     table.index.name = "class"
     return table
+
+
+def class_set_table(
+    rows: Mapping[str, tuple[Recall | DrawSummary | None, Recall | DrawSummary | None]],
+) -> pd.DataFrame:
+    """Macro recall of each method (rows) over all its classes and over the real data's classes only.
+
+    ``rows`` maps a method's name to its scores ``(all classes, real classes only)``;
+    ``None`` shows as a dash. Each gets ``mean ± std`` over draws and its 95 % interval.
+    """
+
+    def cells(scores: Recall | DrawSummary | None) -> tuple[str, str]:
+        if scores is None:
+            return MISSING, MISSING
+        ci = getattr(scores, "macro_recall_ci", None)
+        spread = getattr(scores, "macro_recall_std", None)
+        interval = MISSING if ci is None else "–".join(f"{v:.2f}" for v in ci)
+        return mean_pm(scores.macro_recall, spread), interval
+
+    columns = pd.MultiIndex.from_product([["all classes", "real classes only"], ["macro recall", "95 % CI"]])
+    table = pd.DataFrame(
+        [[*cells(every), *cells(real_only)] for every, real_only in rows.values()],
+        index=pd.Index(list(rows), name="method"),
+        columns=columns,
+    )
+    return table
+
+
+def layer_table(model: Any) -> pd.DataFrame:
+    """A Keras model's layers, one row each: kind, output shape (batch axis left out) and weights.
+
+    What ``model.summary()`` prints, as a table a chapter can caption; a last row
+    gives the total.
+    """
+    rows = [
+        {
+            "layer": layer.name,
+            "kind": type(layer).__name__,
+            "output shape": " × ".join(str(d) for d in tuple(layer.output.shape)[1:]),
+            "weights": layer.count_params(),
+        }
+        for layer in model.layers
+    ]
+    rows.append({"layer": "total", "kind": "", "output shape": "", "weights": model.count_params()})
+    return pd.DataFrame(rows).set_index("layer")
 
 
 def learning_curve_table(

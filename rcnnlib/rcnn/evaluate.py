@@ -84,8 +84,10 @@ class Evaluation:
     confusion, early recall and predictions); ``sim_only``, ``fine_tuned`` (the blend)
     and ``fine_tuned_alone`` are scored on the test sets of the draws. Without
     fine-tuning (``finetune_per_class=0``) ``sim_only`` is a plain :class:`Recall` on every
-    sequence and the fine-tuned fields are ``None``. The last-step probabilities
-    (``*_proba``) are kept for calibration and are not written to JSON.
+    sequence and the fine-tuned fields are ``None``. ``real_classes_only`` scores the same
+    draws with the arg-max taken over the classes present in the real data only (SN, RRL,
+    EB, NV for HiTS), the counterpart of a forest trained on those classes. The last-step
+    probabilities (``*_proba``) are kept for calibration and are not written to JSON.
     """
 
     model: dict[str, Any]
@@ -106,6 +108,7 @@ class Evaluation:
     finetune_config: dict[str, Any] | None = None
     protocol: FewShotProtocol | None = None
     calibration: dict[str, Calibration] | None = None
+    real_classes_only: dict[str, DrawSummary] | None = None  # "sim_only", "fine_tuned": see below
     sim_only_proba: np.ndarray | None = field(default=None, repr=False)  # (N, classes)
     fine_tuned_proba: np.ndarray | None = field(
         default=None, repr=False
@@ -159,6 +162,8 @@ class Evaluation:
             out["protocol"] = self.protocol.to_json()
         if self.calibration is not None:
             out["calibration"] = {name: c.to_json() for name, c in self.calibration.items()}
+        if self.real_classes_only is not None:
+            out["real_classes_only"] = {name: d.to_json() for name, d in self.real_classes_only.items()}
         return out
 
     @classmethod
@@ -179,6 +184,10 @@ class Evaluation:
             )
         protocol = data.get("protocol")
         calibration = data.get("calibration")
+        if "real_classes_only" in data:  # absent from files of earlier versions
+            extra["real_classes_only"] = {
+                name: DrawSummary.from_json(d) for name, d in data["real_classes_only"].items()
+            }
         return cls(
             model=data["model"],
             classes=list(data["classes"]),
@@ -341,6 +350,8 @@ def _evaluate(
     sim_predictions = np.tile(predicted, (repeats, 1))
     sim_proba = np.broadcast_to(base.last, (repeats, *base.last.shape))
     temperatures = fit_draw_temperatures(labels, sim_proba, draws)
+    sim_among = np.tile(argmax_among(base.last, classes), (repeats, 1))
+    tuned_among = argmax_among(tuned_proba, classes)
     return Evaluation(
         **common,
         sim_only=score_draws(labels, sim_predictions, draws, names, classes, seed=seed),
@@ -360,8 +371,24 @@ def _evaluate(
             "fine_tuned": calibration_on_draws(labels, tuned_proba, draws),
             "fine_tuned_alone": calibration_on_draws(labels, alone_proba, draws),
         },
+        real_classes_only={
+            "sim_only": score_draws(labels, sim_among, draws, names, classes, seed=seed),
+            "fine_tuned": score_draws(labels, tuned_among, draws, names, classes, sim_among, seed),
+        },
         fine_tuned_proba=tuned_proba,
     )
+
+
+def argmax_among(proba: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """The most probable of ``classes`` only (indices into the model's classes); -1 where ``proba`` is NaN.
+
+    What the network says when told the object is one of the real data's classes: it
+    cannot call an RR Lyrae a Cepheid, as a forest trained on the four real classes cannot.
+    """
+    index = np.asarray(classes)
+    among = np.nan_to_num(proba[..., index], nan=-1.0)
+    labels = index[among.argmax(-1)]
+    return np.where(np.isnan(proba[..., 0]), -1, labels)
 
 
 def _take(inputs: ModelInput, index: np.ndarray) -> ModelInput:
